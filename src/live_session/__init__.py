@@ -1,0 +1,38 @@
+"""live-session: server-side sessions for Starlette and FastAPI that live connections can write.
+
+See README.md for the guide; every public name is listed in ``__all__``.
+"""
+
+from ._broadcast import Subscription
+from ._errors import SessionConflict, SessionError, SessionNotFound, SessionTooLarge, StoreUnavailable
+from ._live import LiveSession, ensure_session, live_session
+from ._memory import MemoryStore
+from ._middleware import LiveSessionMiddleware
+from ._session import ReadOnlySession, Session
+from ._store import Record, Store
+from ._stream import stream_session, update_message
+from ._updates import SessionUpdate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LiveSession",
+    "LiveSessionMiddleware",
+    "MemoryStore",
+    "ReadOnlySession",
+    "Record",
+    "Session",
+    "SessionConflict",
+    "SessionError",
+    "SessionNotFound",
+    "SessionTooLarge",
+    "SessionUpdate",
+    "Store",
+    "StoreUnavailable",
+    "Subscription",
+    "__version__",
+    "ensure_session",
+    "live_session",
+    "stream_session",
+    "update_message",
+]

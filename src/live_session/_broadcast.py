@@ -1,0 +1,149 @@
+"""In-process fan-out of session updates to subscribers, safe across threads and event loops.
+
+A store publishes each change once; every subscriber of that session gets it in
+version order. A subscriber has a bounded queue: one that falls behind has its
+newest queued updates merged into one, so writers never wait and memory stays
+bounded, and it still ends at the newest state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+
+from ._updates import SessionUpdate
+
+__all__ = ["Hub", "Subscription"]
+
+
+class Subscription(AsyncIterator[SessionUpdate]):
+    """The async iterator ``LiveSession.subscribe()`` gives: updates until the session ends or the store closes."""
+
+    __slots__ = ("_closed", "_last_version", "_loop", "_maxsize", "_queue", "_thread", "_waiter")
+
+    def __init__(self, maxsize: int = 64) -> None:
+        if maxsize < 1:
+            raise ValueError("a subscription queue holds at least one update")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._maxsize = maxsize
+        self._queue: deque[SessionUpdate] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._last_version = -1
+
+    # Called by the hub, from any thread.
+    def push(self, update: SessionUpdate) -> None:
+        if threading.get_ident() == self._thread:
+            self._deliver(update)
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, update)
+            except RuntimeError:  # that loop is closed: nobody is listening any more
+                self._closed = True
+
+    def close(self) -> None:
+        if threading.get_ident() == self._thread:
+            self._end()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._end)
+            except RuntimeError:
+                self._closed = True
+
+    def start(self, snapshot: SessionUpdate) -> None:
+        """Put the snapshot first and drop anything queued that it already covers."""
+        self._last_version = snapshot.version
+        newer = [update for update in self._queue if update.version > snapshot.version]
+        self._queue = deque([snapshot, *newer])
+        self._wake()
+
+    def _deliver(self, update: SessionUpdate) -> None:
+        if self._closed or update.version <= self._last_version:
+            return  # duplicate or late: never roll a view back
+        self._last_version = update.version
+        if len(self._queue) >= self._maxsize:
+            update = self._queue.pop().merge(update)
+        self._queue.append(update)
+        if update.terminal:
+            self._closed = True
+        self._wake()
+
+    def _end(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> SessionUpdate:
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class Hub:
+    """Subscribers by session key."""
+
+    __slots__ = ("_lock", "_subscribers")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: dict[str, set[Subscription]] = {}
+
+    def add(self, key: str, subscription: Subscription) -> None:
+        with self._lock:
+            self._subscribers.setdefault(key, set()).add(subscription)
+
+    def discard(self, key: str, subscription: Subscription) -> None:
+        with self._lock:
+            subscribers = self._subscribers.get(key)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscribers[key]
+
+    def publish(self, key: str, update: SessionUpdate) -> None:
+        with self._lock:
+            subscribers = self._subscribers.get(key)
+            if not subscribers:
+                return
+            if update.terminal:
+                del self._subscribers[key]
+            targets = tuple(subscribers)
+        for subscription in targets:
+            subscription.push(update)
+
+    def has_subscribers(self, key: str) -> bool:
+        return key in self._subscribers
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._subscribers)
+
+    def close_all(self) -> None:
+        with self._lock:
+            targets = [sub for subs in self._subscribers.values() for sub in subs]
+            self._subscribers.clear()
+        for subscription in targets:
+            subscription.close()
+
+    def __len__(self) -> int:
+        return sum(len(subs) for subs in self._subscribers.values())

@@ -1,0 +1,72 @@
+"""Session ids and the signed cookie that carries them.
+
+A cookie value is ``<id>.<issued>.<signature>``: a 256-bit id from the OS CSPRNG,
+the Unix time the cookie was issued (hexadecimal), and an HMAC-SHA256 over both.
+The store never sees the id itself, only ``store_key(id)``, a SHA-256 hash of it,
+so a listing of store keys (or the timing of a lookup) reveals no usable id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+
+__all__ = ["CookieSigner", "new_session_id", "store_key"]
+
+_ID_BYTES = 32  # 256 bits
+_ID_LENGTH = 43  # len(token_urlsafe(32))
+_SIG_LENGTH = 43  # base64url of a SHA-256 digest, unpadded
+_CONTEXT = b"live-session.cookie.v1:"
+_MAX_COOKIE = _ID_LENGTH + _SIG_LENGTH + 16
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(_ID_BYTES)
+
+
+def store_key(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+class CookieSigner:
+    """Signs with the first key and accepts a signature by any of them (key rotation)."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, secret_keys: Sequence[str]) -> None:
+        if not secret_keys:
+            raise ValueError("secret_key must not be empty")
+        keys = []
+        for secret in secret_keys:
+            if not secret:
+                raise ValueError("secret_key must not contain an empty key")
+            keys.append(secret.encode("utf-8"))
+        self._keys = tuple(keys)
+
+    def _mac(self, key: bytes, payload: bytes) -> str:
+        digest = hmac.new(key, _CONTEXT + payload, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+    def sign(self, session_id: str, issued: int) -> str:
+        payload = f"{session_id}.{issued:x}"
+        return f"{payload}.{self._mac(self._keys[0], payload.encode('ascii'))}"
+
+    def unsign(self, value: str) -> tuple[str, int] | None:
+        """The ``(id, issued)`` a cookie value carries, or None if it is not one of ours, intact."""
+        if len(value) > _MAX_COOKIE or not value.isascii():
+            return None
+        payload, _, signature = value.rpartition(".")
+        session_id, _, issued = payload.partition(".")
+        if len(session_id) != _ID_LENGTH or len(signature) != _SIG_LENGTH or not issued:
+            return None
+        raw = payload.encode("ascii")
+        for key in self._keys:
+            if hmac.compare_digest(self._mac(key, raw), signature):
+                try:
+                    return session_id, int(issued, 16)
+                except ValueError:  # signed by us, so unreachable short of a leaked key
+                    return None
+        return None

@@ -1,0 +1,258 @@
+"""The in-memory store: the zero-setup default, and the reference implementation of ``Store``."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+
+from ._broadcast import Hub, Subscription
+from ._errors import SessionConflict, SessionNotFound, SessionTooLarge
+from ._store import Record, Store
+from ._updates import Reason, SessionUpdate
+from ._values import encoded_size
+
+__all__ = ["MemoryStore"]
+
+logger = logging.getLogger("live_session")
+
+
+class _Entry:
+    __slots__ = ("bucket", "data", "expires_at", "version")
+
+    def __init__(self, data: dict[str, str], version: int, expires_at: float, bucket: int) -> None:
+        # Never mutated once stored: a commit builds a new dict, so records handed
+        # out by load() and updates in subscriber queues stay as they were.
+        self.data = data
+        self.version = version
+        self.expires_at = expires_at
+        self.bucket = bucket
+
+
+class MemoryStore(Store):
+    """Sessions in this process's memory: fast, zero setup, gone on restart, not shared between workers.
+
+    Expired sessions are never returned, and a background task started on
+    demand removes them every ``clean_interval`` seconds, telling their
+    subscribers ``expired``. Sessions are filed by expiry time in buckets
+    ``clean_interval`` wide, so a sweep costs in proportion to what expires,
+    not to what is stored. It is safe to share between threads and event loops::
+
+        store = MemoryStore(clean_interval=30)
+        app = Starlette(middleware=[Middleware(LiveSessionMiddleware, secret_key=KEY, store=store)])
+    """
+
+    def __init__(self, *, clean_interval: float = 60.0, max_session_size: int = 64 * 1024) -> None:
+        if not (clean_interval > 0 and math.isfinite(clean_interval)):
+            raise ValueError(f"clean_interval must be a positive number of seconds, got {clean_interval!r}")
+        if max_session_size < 2:
+            raise ValueError(f"max_session_size must be at least 2 bytes, got {max_session_size!r}")
+        self.clean_interval = clean_interval
+        self.max_session_size = max_session_size
+        self._clock: Callable[[], float] = time.monotonic
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._buckets: dict[int, set[str]] = {}
+        self._bucket_heap: list[int] = []
+        self._hub = Hub()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._next_inline_sweep = 0.0
+
+    def __len__(self) -> int:
+        """Sessions held, including expired ones not yet swept."""
+        return len(self._entries)
+
+    # -- expiry bookkeeping (callers hold the lock) --
+
+    def _file(self, key: str, entry: _Entry) -> None:
+        bucket = math.ceil(entry.expires_at / self.clean_interval)
+        if bucket == entry.bucket:
+            return
+        old = self._buckets.get(entry.bucket)
+        if old is not None:
+            old.discard(key)
+        keys = self._buckets.get(bucket)
+        if keys is None:
+            self._buckets[bucket] = keys = set()
+            heapq.heappush(self._bucket_heap, bucket)
+        keys.add(key)
+        entry.bucket = bucket
+
+    def _unfile(self, key: str, entry: _Entry) -> None:
+        keys = self._buckets.get(entry.bucket)
+        if keys is not None:
+            keys.discard(key)
+
+    def _live(self, key: str, now: float) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires_at <= now:
+            self._drop(key, entry, "expired")
+            return None
+        return entry
+
+    def _drop(self, key: str, entry: _Entry, reason: Reason) -> None:
+        del self._entries[key]
+        self._unfile(key, entry)
+        self._hub.publish(key, SessionUpdate(entry.version + 1, reason, {}, removed=frozenset(entry.data)))
+
+    def sweep(self) -> int:
+        """Remove the sessions that have expired now; returns how many. The background task calls this."""
+        now = self._clock()
+        removed = 0
+        with self._lock:
+            heap = self._bucket_heap
+            while heap and heap[0] * self.clean_interval <= now:
+                for key in self._buckets.pop(heapq.heappop(heap), ()):
+                    entry = self._entries.get(key)
+                    if entry is None:
+                        continue
+                    if entry.expires_at <= now:
+                        self._drop(key, entry, "expired")
+                        removed += 1
+                    else:  # cannot happen while buckets follow expiry, but never lose a session
+                        entry.bucket = -1
+                        self._file(key, entry)
+        if removed:
+            logger.debug("memory store swept %d expired sessions", removed)
+        return removed
+
+    # -- background work, started on demand in whatever event loop is running --
+
+    def _ensure_sweeper(self) -> None:
+        task = self._sweeper
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # Not under asyncio (trio, or plain threads): sweep inline when one is due.
+            now = self._clock()
+            if now >= self._next_inline_sweep:
+                self._next_inline_sweep = now + self.clean_interval
+                self.sweep()
+            return
+        self._sweeper = loop.create_task(self._sweep_forever(), name="live-session memory store sweeper")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.clean_interval)
+            try:
+                self.sweep()
+            except Exception:  # a sweep must never take the sweeper down with it
+                logger.exception("memory store sweep failed; retrying in %s s", self.clean_interval)
+
+    async def aclose(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is not None and not task.done():
+            loop = task.get_loop()
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:
+                task.cancel()
+                await asyncio.wait([task])
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(task.cancel)
+        self._hub.close_all()
+
+    # -- the contract --
+
+    async def load(self, key: str, *, ttl: float | None = None) -> Record | None:
+        self._ensure_sweeper()
+        with self._lock:
+            now = self._clock()
+            entry = self._live(key, now)
+            if entry is None:
+                return None
+            if ttl is not None:
+                entry.expires_at = now + ttl
+                self._file(key, entry)
+            return Record(entry.data, entry.version)
+
+    async def commit(
+        self,
+        key: str,
+        changes: Mapping[str, str],
+        removed: Collection[str],
+        *,
+        ttl: float,
+        create: bool = False,
+        expected_version: int | None = None,
+        drop_if_empty: bool = False,
+    ) -> Record | None:
+        self._ensure_sweeper()
+        with self._lock:
+            now = self._clock()
+            entry = self._live(key, now)
+            if entry is None and not create:
+                return None
+            current = entry.data if entry is not None else {}
+            version = entry.version if entry is not None else 0
+            if expected_version is not None and expected_version != version:
+                raise SessionConflict(f"session changed (version {version}, expected {expected_version})")
+            changed = frozenset(k for k, text in changes.items() if current.get(k) != text)
+            gone = frozenset(k for k in removed if k in current and k not in changes)
+            if entry is not None and not changed and not gone:
+                entry.expires_at = now + ttl
+                self._file(key, entry)
+                return Record(entry.data, entry.version)
+            data = {k: text for k, text in current.items() if k not in gone}
+            data.update(changes)
+            if not data and drop_if_empty and entry is not None:
+                self._drop(key, entry, "destroyed")
+                return Record({}, version + 1)
+            size = encoded_size(data)
+            if size > self.max_session_size:
+                raise SessionTooLarge(
+                    f"session would be {size} bytes serialised, over max_session_size={self.max_session_size}"
+                )
+            if entry is None:
+                entry = _Entry(data, version + 1, now + ttl, -1)
+                self._entries[key] = entry
+            else:
+                entry.data = data
+                entry.version = version + 1
+                entry.expires_at = now + ttl
+            self._file(key, entry)
+            self._hub.publish(key, SessionUpdate(entry.version, "updated", data, changed, gone))
+            return Record(data, entry.version)
+
+    async def destroy(self, key: str) -> bool:
+        with self._lock:
+            entry = self._live(key, self._clock())
+            if entry is None:
+                return False
+            self._drop(key, entry, "destroyed")
+            return True
+
+    async def regenerate(self, key: str, new_key: str, *, ttl: float) -> Record | None:
+        self._ensure_sweeper()
+        with self._lock:
+            now = self._clock()
+            entry = self._live(key, now)
+            if entry is None:
+                return None
+            del self._entries[key]
+            self._unfile(key, entry)
+            moved = _Entry(entry.data, entry.version + 1, now + ttl, -1)
+            self._entries[new_key] = moved
+            self._file(new_key, moved)
+            self._hub.publish(key, SessionUpdate(moved.version, "regenerated", entry.data))
+            return Record(moved.data, moved.version)
+
+    async def watch(self, key: str, subscription: Subscription) -> None:
+        self._ensure_sweeper()
+        with self._lock:
+            entry = self._live(key, self._clock())
+            if entry is None:
+                raise SessionNotFound("no session to subscribe to (it does not exist or has expired)")
+            self._hub.add(key, subscription)
+            subscription.start(SessionUpdate(entry.version, "snapshot", entry.data, frozenset(entry.data)))
+
+    async def unwatch(self, key: str, subscription: Subscription) -> None:
+        self._hub.discard(key, subscription)

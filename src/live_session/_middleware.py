@@ -1,0 +1,266 @@
+"""``LiveSessionMiddleware``: Starlette's ``SessionMiddleware``, with the data kept server-side."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Literal
+from urllib.parse import urlsplit
+
+from starlette.datastructures import MutableHeaders, Secret
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._ids import CookieSigner, new_session_id, store_key
+from ._live import SCOPE_KEY, Connection
+from ._memory import MemoryStore
+from ._migrate import read_starlette_cookie
+from ._session import ReadOnlySession, Session
+from ._store import Record, Store
+from ._values import check_value, decode_all, encode
+
+__all__ = ["LiveSessionMiddleware"]
+
+logger = logging.getLogger("live_session")
+
+_FOURTEEN_DAYS = 14 * 24 * 60 * 60
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+class LiveSessionMiddleware:
+    """A drop-in for Starlette's ``SessionMiddleware`` that keeps the data in a store.
+
+    It takes the same arguments with the same defaults; the cookie holds only
+    a signed session id. Live connections write through ``live_session(conn)``,
+    and every change reaches every subscriber of the session::
+
+        app = Starlette(routes=routes, middleware=[
+            Middleware(LiveSessionMiddleware, secret_key=os.environ["SECRET_KEY"]),
+        ])
+
+    ``secret_key`` may be a list: the first key signs, every key verifies.
+    ``store`` defaults to a new ``MemoryStore``. ``idle_timeout`` is how long
+    the server keeps an unused session (default: ``max_age``, or 14 days when
+    ``max_age`` is None). A WebSocket handshake carrying a session cookie from
+    an ``Origin`` other than the app's own host, or one of ``allowed_origins``,
+    is refused with 403. Valid cookies of Starlette's ``SessionMiddleware``
+    signed with the same key become server-side sessions on first use.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: str | Secret | Sequence[str | Secret],
+        session_cookie: str = "session",
+        max_age: int | None = _FOURTEEN_DAYS,
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool = False,
+        domain: str | None = None,
+        partitioned: bool = False,
+        *,
+        store: Store | None = None,
+        idle_timeout: float | None = None,
+        allowed_origins: Sequence[str] = (),
+        migrate_starlette_cookies: bool = True,
+    ) -> None:
+        self.app = app
+        self.secret_keys = _secret_keys(secret_key)
+        self.signer = CookieSigner(self.secret_keys)
+        self.session_cookie = session_cookie
+        self.max_age = max_age
+        self.path = path
+        self.store: Store = store if store is not None else MemoryStore()
+        if idle_timeout is None:
+            idle_timeout = _FOURTEEN_DAYS if max_age is None else max_age
+        self.idle_timeout = float(idle_timeout)
+        self.allowed_origins = frozenset(origin.lower().rstrip("/") for origin in allowed_origins)
+        self.migrate_starlette_cookies = migrate_starlette_cookies
+        # Attribute names and case exactly as Starlette writes them, for code that reads the header.
+        flags = "httponly; samesite=" + same_site
+        if https_only:
+            flags += "; secure"
+        if domain is not None:
+            flags += f"; domain={domain}"
+        if partitioned:
+            flags += "; partitioned"
+        max_age_attr = f"Max-Age={max_age}; " if max_age is not None else ""
+        self._set_cookie = f"{session_cookie}={{}}; path={path}; {max_age_attr}{flags}"
+        self._expire_cookie = f"{session_cookie}=null; path={path}; expires=Thu, 01 Jan 1970 00:00:00 GMT; {flags}"
+        self._cookie_name = session_cookie
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        websocket = kind == "websocket"
+        cookie = self._read_cookie(scope)
+        session_id: str | None = None
+        record: Record | None = None
+        issued = 0
+        legacy = None
+        if cookie:
+            parsed = self.signer.unsign(cookie)
+            if parsed is not None:
+                session_id, issued = parsed
+                # Loading extends the idle lifetime in the same step (one round trip on a network store).
+                record = await self.store.load(store_key(session_id), ttl=self.idle_timeout)
+                if record is None:
+                    session_id = None  # unknown or expired: never adopted
+            elif self.migrate_starlette_cookies:
+                legacy = read_starlette_cookie(cookie, self.secret_keys, self.max_age)
+
+        data = decode_all(record.data) if record is not None else (legacy or {})
+        session = ReadOnlySession(data) if websocket else Session(data)
+        if record is not None:
+            session._baseline = record.data
+        state = Connection(
+            self, session, session_id, record, websocket=websocket, had_cookie=bool(cookie), issued=issued
+        )
+        scope["session"] = session
+        scope[SCOPE_KEY] = state
+
+        if websocket:
+            if record is not None and not self._origin_allowed(scope):
+                await _refuse_websocket(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+
+        migrated = bool(legacy)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await self._finish(state, message, migrated)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _finish(self, state: Connection, message: Message, migrated: bool) -> None:
+        """Commit what the request changed, then set the cookie headers, just before the response starts."""
+        state.response_started = True
+        session = state.session
+        if not (session.accessed or migrated or state.cookie):
+            return
+        headers = MutableHeaders(scope=message)
+        if session.accessed:
+            headers.add_vary_header("Cookie")
+        cookie = state.cookie
+        if state.key is None:
+            if session and (session.modified or migrated):
+                for key, value in session.items():
+                    check_value(key, value)
+                session_id = new_session_id()
+                changes = {key: encode(value) for key, value in session.items()}
+                state.record = await self.store.commit(
+                    store_key(session_id), changes, (), ttl=self.idle_timeout, create=True
+                )
+                state.adopt(session_id)
+                cookie = "set"
+            elif migrated:
+                cookie = "expire"  # a Starlette session emptied on its first request
+        elif session.modified or session.accessed:
+            changes, removed = session._changes()
+            if changes or removed:
+                record = await self.store.commit(state.key, changes, removed, ttl=self.idle_timeout, drop_if_empty=True)
+                state.record = record
+                if record is None:
+                    # Destroyed or expired while this request ran: a late commit never brings it back.
+                    logger.info("session ended during the request; its changes were not saved")
+                    state.adopt(None)
+                elif not record.data:
+                    state.adopt(None)
+                    cookie = "expire"
+                else:
+                    cookie = cookie or "set"
+            elif session.modified and session:
+                cookie = cookie or "set"
+        if cookie is None and state.key is not None and self._cookie_is_old(state.issued):
+            cookie = "set"
+        if cookie == "set" and state.session_id is not None:
+            value = self.signer.sign(state.session_id, int(time.time()))
+            headers.append("Set-Cookie", self._set_cookie.format(value))
+        elif cookie == "expire":
+            headers.append("Set-Cookie", self._expire_cookie)
+
+    def _cookie_is_old(self, issued: int) -> bool:
+        # Re-send a cookie past half its Max-Age, so the browser keeps it as long as the server keeps the session.
+        max_age = self.max_age
+        return max_age is not None and max_age > 0 and time.time() - issued > max_age / 2
+
+    def _read_cookie(self, scope: Scope) -> str | None:
+        raw = [value for name, value in scope["headers"] if name == b"cookie"]
+        if not raw:
+            return None
+        header = raw[0] if len(raw) == 1 else b"; ".join(raw)
+        return cookie_parser(header.decode("latin-1")).get(self._cookie_name)
+
+    def _origin_allowed(self, scope: Scope) -> bool:
+        origin = host = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value.decode("latin-1").strip().lower()
+            elif name == b"host":
+                host = value.decode("latin-1").strip().lower()
+        if origin is None:
+            return True  # not a browser: cross-site hijacking needs one
+        if origin.rstrip("/") in self.allowed_origins:
+            return True
+        if host is None or origin == "null":
+            return False
+        try:
+            parts = urlsplit(origin)
+            origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+            own = urlsplit(f"{scope.get('scheme', 'ws')}://{host}")
+            own_port = own.port or _DEFAULT_PORTS.get(own.scheme)
+        except ValueError:
+            return False
+        return parts.hostname is not None and parts.hostname == own.hostname and origin_port == own_port
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                # End every subscription first, so live connections finish and shutdown is not held up.
+                await self.store.aclose()
+            return message
+
+        return wrapped
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    logger.warning("refused a WebSocket handshake carrying a session cookie from a foreign Origin")
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 403,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": b"Cross-origin WebSocket refused"})
+    else:  # servers answer a close before accept with 403
+        await send({"type": "websocket.close", "code": 1008})
+
+
+def _secret_keys(secret_key: str | Secret | Sequence[str | Secret]) -> list[str]:
+    if isinstance(secret_key, str | Secret):
+        keys = [str(secret_key)]
+    elif isinstance(secret_key, Sequence) and not isinstance(secret_key, bytes | bytearray):
+        keys = [str(key) for key in secret_key if isinstance(key, str | Secret)]
+        if len(keys) != len(secret_key):
+            raise TypeError("secret_key: every key in the list must be a str or starlette's Secret")
+    else:
+        raise TypeError(f"secret_key must be a str, a Secret or a list of them, got {type(secret_key).__name__}")
+    if not keys or not all(keys):
+        raise ValueError("secret_key must be a non-empty string (or a non-empty list of non-empty strings)")
+    return keys

@@ -1,0 +1,36 @@
+"""Helpers for testing apps that use live-session."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from starlette.datastructures import Secret
+
+from ._ids import CookieSigner, new_session_id, store_key
+from ._middleware import _FOURTEEN_DAYS, _secret_keys
+from ._store import Store
+from ._values import check_key, check_value, encode
+
+__all__ = ["seed_session"]
+
+
+async def seed_session(
+    store: Store,
+    data: Mapping[str, Any],
+    *,
+    secret_key: str | Secret | Sequence[str | Secret],
+    ttl: float = _FOURTEEN_DAYS,
+) -> str:
+    """Store a new session holding ``data`` and return the cookie value that carries it::
+
+    cookie = await seed_session(store, {"user": "ada"}, secret_key=KEY)
+    client.cookies.set("session", cookie)
+    """
+    for key, value in data.items():
+        check_value(check_key(key), value)
+    session_id = new_session_id()
+    changes = {key: encode(value) for key, value in data.items()}
+    await store.commit(store_key(session_id), changes, (), ttl=ttl, create=True)
+    return CookieSigner(_secret_keys(secret_key)).sign(session_id, int(time.time()))
