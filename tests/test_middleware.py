@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import itsdangerous
@@ -243,6 +244,42 @@ def test_nested_changes_are_saved() -> None:
     client.get("/add?item=b")
     session = client.get("/view_session").json()["session"]
     assert session == {"cart": ["a", "b"], "prefs": {"sizes": {"a": 1, "b": 1}}}
+
+
+MUTATIONS_THROUGH_READS: dict[str, Callable[[Any], Any]] = {
+    "getitem": lambda s: s["cart"].append("x"),
+    "get": lambda s: s.get("cart").append("x"),
+    "setdefault": lambda s: s.setdefault("cart", []).append("x"),
+    "items": lambda s: next(v for k, v in s.items() if k == "cart").append("x"),
+    "values": lambda s: next(v for v in s.values() if isinstance(v, list)).append("x"),
+    "copy": lambda s: s.copy()["cart"].append("x"),
+    "dict": lambda s: dict(s)["cart"].append("x"),
+    "unpack": lambda s: {**s}["cart"].append("x"),
+    "or": lambda s: (s | {})["cart"].append("x"),
+    "nested dict": lambda s: s["prefs"]["sizes"].update(x=1),
+}
+
+
+@pytest.mark.parametrize("how", MUTATIONS_THROUGH_READS)
+def test_in_place_changes_are_found_however_the_value_was_read(how: str) -> None:
+    async def mutate(request: Request) -> JSONResponse:
+        MUTATIONS_THROUGH_READS[how](request.session)
+        return JSONResponse({})
+
+    client = TestClient(make_app([*BASIC_ROUTES, Route("/mutate", mutate)]))
+    client.post("/update_session", json={"cart": ["a"], "prefs": {"sizes": {}}, "user": 1})
+    client.get("/mutate")
+    session = client.get("/view_session").json()["session"]
+    assert session["cart"] == ["a", "x"] or session["prefs"] == {"sizes": {"x": 1}}, session
+
+
+def test_reading_a_scalar_costs_no_encoding_of_other_values() -> None:
+    session = Session({"user": 1, "cart": [1, 2]})
+    session._baseline = {"user": "1", "cart": "[1,2]"}
+    assert session["user"] == 1
+    assert session._read is None and not session._read_all
+    dict.__getitem__(session, "cart").append(3)  # a change nobody could have made through a read
+    assert session._changes() == ({}, [])
 
 
 def test_clear_keeps_the_id_within_the_request_and_deletes_an_empty_record() -> None:

@@ -47,8 +47,8 @@ class CookieSigner:
         self._keys = tuple(keys)
 
     def _mac(self, key: bytes, payload: bytes) -> str:
-        digest = hmac.new(key, _CONTEXT + payload, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+        digest = hmac.digest(key, _CONTEXT + payload, "sha256")
+        return base64.urlsafe_b64encode(digest)[:_SIG_LENGTH].decode("ascii")
 
     def sign(self, session_id: str, issued: int) -> str:
         payload = f"{session_id}.{issued:x}"

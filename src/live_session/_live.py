@@ -51,6 +51,7 @@ class Connection:
         middleware: LiveSessionMiddleware,
         session: Session,
         session_id: str | None,
+        key: str | None,
         record: Record | None,
         *,
         websocket: bool,
@@ -60,7 +61,7 @@ class Connection:
         self.middleware = middleware
         self.session = session
         self.session_id = session_id
-        self.key = store_key(session_id) if session_id is not None else None
+        self.key = key
         self.record = record
         self.websocket = websocket
         self.had_cookie = had_cookie

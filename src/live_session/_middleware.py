@@ -102,6 +102,7 @@ class LiveSessionMiddleware:
         websocket = kind == "websocket"
         cookie = self._read_cookie(scope)
         session_id: str | None = None
+        key: str | None = None
         record: Record | None = None
         issued = 0
         legacy = None
@@ -110,9 +111,10 @@ class LiveSessionMiddleware:
             if parsed is not None:
                 session_id, issued = parsed
                 # Loading extends the idle lifetime in the same step (one round trip on a network store).
-                record = await self.store.load(store_key(session_id), ttl=self.idle_timeout)
+                key = store_key(session_id)
+                record = await self.store.load(key, ttl=self.idle_timeout)
                 if record is None:
-                    session_id = None  # unknown or expired: never adopted
+                    session_id = key = None  # unknown or expired: never adopted
             elif self.migrate_starlette_cookies:
                 legacy = read_starlette_cookie(cookie, self.secret_keys, self.max_age)
 
@@ -121,7 +123,7 @@ class LiveSessionMiddleware:
         if record is not None:
             session._baseline = record.data
         state = Connection(
-            self, session, session_id, record, websocket=websocket, had_cookie=bool(cookie), issued=issued
+            self, session, session_id, key, record, websocket=websocket, had_cookie=bool(cookie), issued=issued
         )
         scope["session"] = session
         scope[SCOPE_KEY] = state

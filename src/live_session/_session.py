@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 from ._values import check_key, check_value, encode
@@ -13,17 +13,24 @@ _CONTAINERS = (dict, list)
 
 
 class Session(dict[str, Any]):
-    """A ``dict`` that records which keys a request set or deleted.
+    """A ``dict`` that records which keys a request set, deleted or read.
 
     ``accessed`` and ``modified`` mean what they mean in Starlette. Values are
     checked as they are written: a value that is not JSON-compatible raises
-    ``TypeError`` naming the key, and the session is left as it was.
+    ``TypeError`` naming the key, and the session is left as it was. A list or
+    dict that was read may have been changed in place; at commit only those are
+    compared with what was loaded, so a request that reads ``user`` pays nothing
+    for a large ``cart``.
     """
 
     accessed: bool = False
     modified: bool = False
     # Keys set or deleted in this request; None until the first change.
     _touched: set[str] | None = None
+    # Keys whose values were handed out (they may be changed in place); None until the first.
+    _read: set[str] | None = None
+    # Every value was handed out (items(), values(), copy(), ...).
+    _read_all: bool = False
     # Encoded values as loaded from the store, to find changes made inside nested values.
     _baseline: Mapping[str, str] = {}
 
@@ -33,6 +40,45 @@ class Session(dict[str, Any]):
     def mark_modified(self) -> None:
         self.accessed = True
         self.modified = True
+
+    # -- reads that hand out values --
+
+    def _saw(self, key: str, value: Any) -> Any:
+        if isinstance(value, _CONTAINERS):
+            if self._read is None:
+                self._read = {key}
+            else:
+                self._read.add(key)
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._saw(key, super().__getitem__(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = super().get(key, default)
+        return self._saw(key, value) if key in self else value
+
+    def items(self) -> Any:
+        self._read_all = True
+        return super().items()
+
+    def values(self) -> Any:
+        self._read_all = True
+        return super().values()
+
+    def copy(self) -> dict[str, Any]:
+        self._read_all = True
+        return dict(super().items())
+
+    def __or__(self, other: Any) -> Any:
+        self._read_all = True
+        return super().__or__(other)
+
+    def __iter__(self) -> Iterator[str]:
+        # Overriding it makes dict(session) and {**session} fetch values through __getitem__.
+        return super().__iter__()
+
+    # -- writes --
 
     def _touch(self, key: str) -> None:
         self.accessed = True
@@ -71,7 +117,7 @@ class Session(dict[str, Any]):
         if key not in self:
             self[key] = default
             return default
-        return super().__getitem__(key)
+        return self[key]
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         items = dict(*args, **kwargs)
@@ -82,9 +128,11 @@ class Session(dict[str, Any]):
             self._touch(key)
         super().update(items)
 
-    def __ior__(self, other: Any, /) -> Session:  # type: ignore[override,misc]
+    def __ior__(self, other: Any, /) -> Session:  # type: ignore[override]
         self.update(other)
         return self
+
+    # -- for the middleware --
 
     def _changes(self) -> tuple[dict[str, str], list[str]]:
         """What to commit: encoded values of keys set or changed in place, and keys removed.
@@ -96,30 +144,37 @@ class Session(dict[str, Any]):
         changes: dict[str, str] = {}
         removed: list[str] = []
         for key in touched:
-            if key in self:
-                value = super().__getitem__(key)
-                check_value(key, value)
-                text = encode(value)
-                if baseline.get(key) != text:
-                    changes[key] = text
+            if dict.__contains__(self, key):
+                self._compare(key, dict.__getitem__(self, key), baseline, changes)
             elif key in baseline:
                 removed.append(key)
-        if self.accessed:
-            # Starlette only sees top-level writes; a cart appended to in place is a change too.
-            for key, value in self.items():
-                if isinstance(value, _CONTAINERS) and key not in touched:
-                    check_value(key, value)
-                    text = encode(value)
-                    if baseline.get(key) != text:
-                        changes[key] = text
+        # Starlette only sees top-level writes; a cart appended to in place is a change too.
+        candidates = dict.keys(self) if self._read_all else (self._read or ())
+        for key in candidates:
+            if key not in touched and dict.__contains__(self, key):
+                value = dict.__getitem__(self, key)
+                if isinstance(value, _CONTAINERS):
+                    self._compare(key, value, baseline, changes)
         return changes, removed
+
+    @staticmethod
+    def _compare(key: str, value: Any, baseline: Mapping[str, str], changes: dict[str, str]) -> None:
+        try:
+            text = encode(value)
+        except (TypeError, ValueError):
+            check_value(key, value)  # raises, naming the key and the place
+            raise
+        if baseline.get(key) != text:
+            check_value(key, value)  # also refuses what JSON would silently convert (tuples, int keys)
+            changes[key] = text
 
     def _reset(self, data: Mapping[str, Any], baseline: Mapping[str, str]) -> None:
         """Replace the contents without recording a change (after a destroy or a commit)."""
-        super().clear()
-        super().update(data)
+        dict.clear(self)
+        dict.update(self, data)
         self._baseline = baseline
-        self._touched = None
+        self._touched = self._read = None
+        self._read_all = False
 
 
 def _read_only(*args: Any, **kwargs: Any) -> NoReturn:
