@@ -80,7 +80,8 @@ def test_websocket_session_is_a_read_only_snapshot() -> None:
         (None, True),
         ("http://testserver", True),
         ("http://TESTSERVER:80", True),
-        ("https://testserver", False),  # another port (443)
+        ("https://testserver", True),  # same host; TLS may end at a proxy in front of the app
+        ("http://testserver:8080", False),  # another port
         ("http://evil.example", False),
         ("http://testserver.evil.example", False),
         ("null", False),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from ._updates import SessionUpdate
 
@@ -24,8 +25,8 @@ class Subscription(AsyncIterator[SessionUpdate]):
     __slots__ = ("_closed", "_last_version", "_loop", "_maxsize", "_queue", "_thread", "_waiter")
 
     def __init__(self, maxsize: int = 64) -> None:
-        if maxsize < 1:
-            raise ValueError("a subscription queue holds at least one update")
+        if maxsize < 2:
+            raise ValueError(f"max_queue must be at least 2 (the snapshot and the newest update), got {maxsize!r}")
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._maxsize = maxsize
@@ -34,24 +35,23 @@ class Subscription(AsyncIterator[SessionUpdate]):
         self._closed = False
         self._last_version = -1
 
-    # Called by the hub, from any thread.
+    # Called by the hub, from any thread. Delivery always goes through the subscriber's loop: stores
+    # publish under their lock, so the loop's callback queue keeps updates in version order even
+    # when they come from several threads.
     def push(self, update: SessionUpdate) -> None:
-        if threading.get_ident() == self._thread:
-            self._deliver(update)
-        else:
-            try:
-                self._loop.call_soon_threadsafe(self._deliver, update)
-            except RuntimeError:  # that loop is closed: nobody is listening any more
-                self._closed = True
+        self._call(self._deliver, update)
 
     def close(self) -> None:
-        if threading.get_ident() == self._thread:
-            self._end()
-        else:
-            try:
-                self._loop.call_soon_threadsafe(self._end)
-            except RuntimeError:
-                self._closed = True
+        self._call(self._end)
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            if threading.get_ident() == self._thread:
+                self._loop.call_soon(callback, *args)
+            else:
+                self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # that loop is closed: nobody is listening any more
+            self._closed = True
 
     def start(self, snapshot: SessionUpdate) -> None:
         """Put the snapshot first and drop anything queued that it already covers."""

@@ -54,8 +54,8 @@ class CookieSigner:
         payload = f"{session_id}.{issued:x}"
         return f"{payload}.{self._mac(self._keys[0], payload.encode('ascii'))}"
 
-    def unsign(self, value: str) -> tuple[str, int] | None:
-        """The ``(id, issued)`` a cookie value carries, or None if it is not one of ours, intact."""
+    def unsign(self, value: str) -> tuple[str, int, bool] | None:
+        """``(id, issued, signed_by_the_first_key)`` from a cookie value, or None if it is not ours, intact."""
         if len(value) > _MAX_COOKIE or not value.isascii():
             return None
         payload, _, signature = value.rpartition(".")
@@ -63,10 +63,10 @@ class CookieSigner:
         if len(session_id) != _ID_LENGTH or len(signature) != _SIG_LENGTH or not issued:
             return None
         raw = payload.encode("ascii")
-        for key in self._keys:
+        for index, key in enumerate(self._keys):
             if hmac.compare_digest(self._mac(key, raw), signature):
                 try:
-                    return session_id, int(issued, 16)
+                    return session_id, int(issued, 16), index == 0
                 except ValueError:  # signed by us, so unreachable short of a leaked key
                     return None
         return None

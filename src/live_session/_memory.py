@@ -68,8 +68,8 @@ class MemoryStore(Store):
 
     # -- expiry bookkeeping (callers hold the lock) --
 
-    def _file(self, key: str, entry: _Entry) -> None:
-        bucket = math.ceil(entry.expires_at / self.clean_interval)
+    def _file(self, key: str, entry: _Entry, at_least: int = 0) -> None:
+        bucket = max(math.ceil(entry.expires_at / self.clean_interval), at_least)
         if bucket == entry.bucket:
             return
         old = self._buckets.get(entry.bucket)
@@ -106,16 +106,17 @@ class MemoryStore(Store):
         with self._lock:
             heap = self._bucket_heap
             while heap and heap[0] * self.clean_interval <= now:
-                for key in self._buckets.pop(heapq.heappop(heap), ()):
+                bucket = heapq.heappop(heap)
+                for key in self._buckets.pop(bucket, ()):
                     entry = self._entries.get(key)
                     if entry is None:
                         continue
                     if entry.expires_at <= now:
                         self._drop(key, entry, "expired")
                         removed += 1
-                    else:  # cannot happen while buckets follow expiry, but never lose a session
+                    else:  # float rounding put it a hair early: file it in the next bucket
                         entry.bucket = -1
-                        self._file(key, entry)
+                        self._file(key, entry, at_least=bucket + 1)
         if removed:
             logger.debug("memory store swept %d expired sessions", removed)
         return removed

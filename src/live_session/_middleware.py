@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
 from starlette.datastructures import MutableHeaders, Secret
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._errors import SessionTooLarge
 from ._ids import CookieSigner, new_session_id, store_key
 from ._live import SCOPE_KEY, Connection
 from ._memory import MemoryStore
@@ -25,7 +25,6 @@ __all__ = ["LiveSessionMiddleware"]
 logger = logging.getLogger("live_session")
 
 _FOURTEEN_DAYS = 14 * 24 * 60 * 60
-_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
 
 class LiveSessionMiddleware:
@@ -86,7 +85,8 @@ class LiveSessionMiddleware:
         if partitioned:
             flags += "; partitioned"
         max_age_attr = f"Max-Age={max_age}; " if max_age is not None else ""
-        self._set_cookie = f"{session_cookie}={{}}; path={path}; {max_age_attr}{flags}"
+        self._set_cookie_prefix = f"{session_cookie}="
+        self._set_cookie_suffix = f"; path={path}; {max_age_attr}{flags}"
         self._expire_cookie = f"{session_cookie}=null; path={path}; expires=Thu, 01 Jan 1970 00:00:00 GMT; {flags}"
         self._cookie_name = session_cookie
 
@@ -105,11 +105,13 @@ class LiveSessionMiddleware:
         key: str | None = None
         record: Record | None = None
         issued = 0
-        legacy = None
+        legacy: dict[str, Any] | None = None
         if cookie:
             parsed = self.signer.unsign(cookie)
             if parsed is not None:
-                session_id, issued = parsed
+                session_id, issued, primary = parsed
+                if not primary:
+                    issued = 0  # signed with an older key: re-sign it with the current one
                 # Loading extends the idle lifetime in the same step (one round trip on a network store).
                 key = store_key(session_id)
                 record = await self.store.load(key, ttl=self.idle_timeout)
@@ -129,44 +131,59 @@ class LiveSessionMiddleware:
         scope[SCOPE_KEY] = state
 
         if websocket:
-            if record is not None and not self._origin_allowed(scope):
+            if (record is not None or legacy) and not self._origin_allowed(scope):
                 await _refuse_websocket(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
 
-        migrated = bool(legacy)
+        if legacy:
+            await self._migrate(state, legacy)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                await self._finish(state, message, migrated)
+                await self._finish(state, message)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
 
-    async def _finish(self, state: Connection, message: Message, migrated: bool) -> None:
+    async def _migrate(self, state: Connection, legacy: dict[str, Any]) -> None:
+        """Turn a Starlette cookie session into a stored one, before the app runs; drop it if it cannot be."""
+        try:
+            changes = {}
+            for name, value in legacy.items():
+                check_value(name, value)
+                changes[name] = encode(value)
+            session_id = new_session_id()
+            key = store_key(session_id)
+            record = await self.store.commit(key, changes, (), ttl=self.idle_timeout, create=True)
+        except (TypeError, SessionTooLarge) as error:
+            logger.warning("dropped a Starlette session cookie that cannot be migrated: %s", error)
+            state.session._reset({}, {})
+            state.cookie = "expire"
+            return
+        state.session_id, state.key, state.record = session_id, key, record
+        state.session._baseline = changes
+        state.cookie = "set"
+
+    async def _finish(self, state: Connection, message: Message) -> None:
         """Commit what the request changed, then set the cookie headers, just before the response starts."""
         state.response_started = True
         session = state.session
-        if not (session.accessed or migrated or state.cookie):
+        if not (session.accessed or state.cookie or state.key is not None):
             return
-        headers = MutableHeaders(scope=message)
-        if session.accessed:
-            headers.add_vary_header("Cookie")
         cookie = state.cookie
         if state.key is None:
-            if session and (session.modified or migrated):
-                for key, value in session.items():
-                    check_value(key, value)
+            if session and session.modified:
+                for name, value in session.items():
+                    check_value(name, value)
                 session_id = new_session_id()
-                changes = {key: encode(value) for key, value in session.items()}
+                changes = {name: encode(value) for name, value in session.items()}
                 state.record = await self.store.commit(
                     store_key(session_id), changes, (), ttl=self.idle_timeout, create=True
                 )
                 state.adopt(session_id)
                 cookie = "set"
-            elif migrated:
-                cookie = "expire"  # a Starlette session emptied on its first request
         elif session.modified or session.accessed:
             changes, removed = session._changes()
             if changes or removed:
@@ -184,10 +201,15 @@ class LiveSessionMiddleware:
             elif session.modified and session:
                 cookie = cookie or "set"
         if cookie is None and state.key is not None and self._cookie_is_old(state.issued):
+            # The load extended the server's lifetime; keep the browser's cookie in step.
             cookie = "set"
+        if not (session.accessed or cookie):
+            return
+        headers = MutableHeaders(raw=message.setdefault("headers", []))
+        headers.add_vary_header("Cookie")
         if cookie == "set" and state.session_id is not None:
             value = self.signer.sign(state.session_id, int(time.time()))
-            headers.append("Set-Cookie", self._set_cookie.format(value))
+            headers.append("Set-Cookie", self._set_cookie_prefix + value + self._set_cookie_suffix)
         elif cookie == "expire":
             headers.append("Set-Cookie", self._expire_cookie)
 
@@ -207,23 +229,19 @@ class LiveSessionMiddleware:
         origin = host = None
         for name, value in scope["headers"]:
             if name == b"origin":
-                origin = value.decode("latin-1").strip().lower()
+                origin = value.decode("latin-1").strip().lower().rstrip("/")
             elif name == b"host":
                 host = value.decode("latin-1").strip().lower()
         if origin is None:
             return True  # not a browser: cross-site hijacking needs one
-        if origin.rstrip("/") in self.allowed_origins:
+        if origin in self.allowed_origins:
             return True
-        if host is None or origin == "null":
+        if host is None:
             return False
-        try:
-            parts = urlsplit(origin)
-            origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
-            own = urlsplit(f"{scope.get('scheme', 'ws')}://{host}")
-            own_port = own.port or _DEFAULT_PORTS.get(own.scheme)
-        except ValueError:
-            return False
-        return parts.hostname is not None and parts.hostname == own.hostname and origin_port == own_port
+        # Compare host and port, not the scheme: behind a TLS-terminating proxy the app sees ws://
+        # while the page's Origin says https://. Default ports are dropped on both sides.
+        netloc = origin.partition("://")[2]
+        return bool(netloc) and _strip_default_port(netloc) == _strip_default_port(host)
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
@@ -252,6 +270,13 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.http.response.body", "body": b"Cross-origin WebSocket refused"})
     else:  # servers answer a close before accept with 403
         await send({"type": "websocket.close", "code": 1008})
+
+
+def _strip_default_port(netloc: str) -> str:
+    for suffix in (":80", ":443"):
+        if netloc.endswith(suffix):
+            return netloc[: -len(suffix)]
+    return netloc
 
 
 def _secret_keys(secret_key: str | Secret | Sequence[str | Secret]) -> list[str]:

@@ -145,7 +145,12 @@ class Session(dict[str, Any]):
         removed: list[str] = []
         for key in touched:
             if dict.__contains__(self, key):
-                self._compare(key, dict.__getitem__(self, key), baseline, changes)
+                # Set by this request: committed even if equal to what it loaded, since a live
+                # writer may have changed it since, and the request wrote last.
+                value = dict.__getitem__(self, key)
+                changes[key] = _encode_checked(key, value)
+                if isinstance(value, _CONTAINERS):  # scalars were checked when set
+                    check_value(key, value)
             elif key in baseline:
                 removed.append(key)
         # Starlette only sees top-level writes; a cart appended to in place is a change too.
@@ -159,11 +164,7 @@ class Session(dict[str, Any]):
 
     @staticmethod
     def _compare(key: str, value: Any, baseline: Mapping[str, str], changes: dict[str, str]) -> None:
-        try:
-            text = encode(value)
-        except (TypeError, ValueError):
-            check_value(key, value)  # raises, naming the key and the place
-            raise
+        text = _encode_checked(key, value)
         if baseline.get(key) != text:
             check_value(key, value)  # also refuses what JSON would silently convert (tuples, int keys)
             changes[key] = text
@@ -175,6 +176,14 @@ class Session(dict[str, Any]):
         self._baseline = baseline
         self._touched = self._read = None
         self._read_all = False
+
+
+def _encode_checked(key: str, value: Any) -> str:
+    try:
+        return encode(value)
+    except (TypeError, ValueError):
+        check_value(key, value)  # raises, naming the key and the place
+        raise
 
 
 def _read_only(*args: Any, **kwargs: Any) -> NoReturn:

@@ -64,8 +64,10 @@ def _find_problem(value: object, depth: int) -> tuple[str, str] | None:
 
 
 def encoded_size(data: Mapping[str, str]) -> int:
-    """Bytes of the session as one JSON object: keys and encoded values, quotes and separators."""
-    return sum(len(key) + len(text) + 4 for key, text in data.items()) + 2
+    """Bytes of the session serialised as one JSON object (the encoding is ASCII-only)."""
+    if not data:
+        return 2
+    return sum(len(encode(key)) + len(text) + 2 for key, text in data.items()) + 1
 
 
 def decode_all(data: Mapping[str, str]) -> dict[str, Any]:
