@@ -2,7 +2,9 @@
 
 Open it in two tabs: add an item from either tab (over the WebSocket) or with the
 form (a plain POST handled with ``request.session``), and both tabs update live.
-Run it with ``scripts/demo`` (``--host``, ``--port``).
+Run it with ``scripts/demo`` (``--host``, ``--port``, ``--redis URL``, ``--workers N``). Processes
+started separately against one Redis share sessions and accept each other's cookies when they share
+``LIVE_SESSION_DEMO_SECRET`` (a fixed demo default otherwise).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from live_session import LiveSessionMiddleware, MemoryStore, ensure_session, live_session, stream_session
+from live_session import LiveSessionMiddleware, MemoryStore, Store, ensure_session, live_session, stream_session
 
 SECRET_KEY = os.environ.get("LIVE_SESSION_DEMO_SECRET", "demo-secret-change-me")
 
@@ -105,14 +107,24 @@ async def live(websocket: WebSocket) -> None:
     await stream_session(websocket, on_message=on_message)
 
 
-def create_app(store: MemoryStore | None = None) -> Starlette:
+def create_app(store: Store | None = None) -> Starlette:
     return Starlette(
         routes=[Route("/", home), Route("/add", add, methods=["POST"]), WebSocketRoute("/live", live)],
         middleware=[Middleware(LiveSessionMiddleware, secret_key=SECRET_KEY, store=store)],
     )
 
 
-app = create_app()
+def store_from_environment() -> Store:
+    """``LIVE_SESSION_REDIS=redis://...`` puts sessions in Redis, shared by every demo process."""
+    url = os.environ.get("LIVE_SESSION_REDIS")
+    if url:
+        from live_session import RedisStore
+
+        return RedisStore(url)
+    return MemoryStore()
+
+
+app = create_app(store_from_environment())
 
 
 def main() -> None:
@@ -121,9 +133,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the live-session demo.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--redis", metavar="URL", help="keep sessions in Redis, e.g. redis://127.0.0.1:6379/0")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (needs --redis to share sessions)")
     args = parser.parse_args()
-    print(f"live-session demo: open http://{args.host}:{args.port}/ in two tabs (Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if args.redis:
+        os.environ["LIVE_SESSION_REDIS"] = args.redis
+    elif args.workers > 1:
+        parser.error("--workers above 1 needs --redis: each worker would have its own in-memory sessions")
+    where = f"Redis at {args.redis}" if args.redis else "memory"
+    print(f"live-session demo (sessions in {where}): open http://{args.host}:{args.port}/ in two tabs", flush=True)
+    uvicorn.run(
+        "demo:app",
+        app_dir=os.path.dirname(os.path.abspath(__file__)),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

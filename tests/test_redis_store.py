@@ -1,0 +1,260 @@
+"""RedisStore against a real redis-server: across processes, through outages, and what is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+
+from live_session import RedisStore, SessionUpdate, StoreUnavailable
+from live_session._ids import store_key
+from live_session.testing import seed_session
+
+from .conftest import SECRET, open_live
+from .redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def next_update(updates: Any, timeout: float = 5) -> SessionUpdate:
+    update: SessionUpdate = await asyncio.wait_for(anext(updates), timeout)
+    return update
+
+
+async def test_keys_are_hashes_of_the_id_and_values_json(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    cookie = await seed_session(store, {"cart": ["apple"]}, secret_key=SECRET)
+    session_id = cookie.split(".")[0]
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        keys = await client.keys("*")
+        assert keys == [f"live-session:s:{hashlib.sha256(session_id.encode()).hexdigest()}"]
+        assert session_id not in keys[0]
+        stored = await client.hgetall(keys[0])
+        assert stored == {"k:cart": '["apple"]', "_v": "1", "_f": "1"}
+        assert 0 < await client.ttl(keys[0]) <= 14 * 24 * 3600
+    finally:
+        await client.aclose()
+        await store.aclose()
+
+
+async def test_down_redis_raises_store_unavailable_and_recovers(fresh_redis: RedisServer) -> None:
+    store = RedisStore(fresh_redis.url, socket_timeout=1)
+    try:
+        await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+        fresh_redis.kill()
+        with pytest.raises(StoreUnavailable):
+            await store.load("k")
+        with pytest.raises(StoreUnavailable):
+            await store.commit("k", {"a": "2"}, (), ttl=60)
+        fresh_redis.restart()
+        # The pooled connections died with the server; the first request after must still work.
+        record = await store.load("k")
+        assert record is not None and dict(record.data) == {"a": "1"}  # persistence kept it
+    finally:
+        await store.aclose()
+
+
+async def test_subscribers_resync_after_a_restart(fresh_redis: RedisServer) -> None:
+    listener = RedisStore(fresh_redis.url, expiry_check_interval=0.1, socket_timeout=1)
+    writer = RedisStore(fresh_redis.url, socket_timeout=1)  # another process, as far as Redis knows
+    try:
+        await writer.commit("k", {"n": "0"}, (), ttl=60, create=True)
+        async with listener.subscribe("k") as updates:
+            assert (await next_update(updates)).version == 1
+            fresh_redis.kill()
+            fresh_redis.restart()
+            # Written while the listener is still reconnecting: the message is lost, the resync is not.
+            await writer.commit("k", {"n": "1"}, (), ttl=60)
+            started = time.monotonic()
+            update = await next_update(updates, timeout=5)
+            assert update.session == {"n": 1} and update.version == 2 and update.changed == {"n"}
+            assert time.monotonic() - started < 3
+            await writer.commit("k", {"n": "2"}, (), ttl=60)  # and it listens again
+            assert (await next_update(updates)).session == {"n": 2}
+    finally:
+        await listener.aclose()
+        await writer.aclose()
+
+
+async def test_restart_without_persistence_ends_sessions_as_expired(fresh_redis: RedisServer) -> None:
+    fresh_redis.persistence = False
+    fresh_redis.restart()
+    store = RedisStore(fresh_redis.url, expiry_check_interval=0.1, socket_timeout=1)
+    try:
+        await store.commit("k", {"n": "0"}, (), ttl=60, create=True)
+        async with store.subscribe("k") as updates:
+            await next_update(updates)
+            fresh_redis.kill()
+            fresh_redis.restart()
+            update = await next_update(updates, timeout=5)
+            assert update.reason == "expired" and update.removed == {"n"}
+    finally:
+        await store.aclose()
+
+
+async def test_expiry_is_redis_ttl_and_subscribers_are_told(redis_url: str) -> None:
+    store = RedisStore(redis_url, expiry_check_interval=0.05)
+    try:
+        await store.commit("k", {"a": "1"}, (), ttl=0.2, create=True)
+        async with store.subscribe("k") as updates:
+            await next_update(updates)
+            update = await next_update(updates, timeout=5)
+            assert update.reason == "expired"
+        assert await store.load("k") is None
+    finally:
+        await store.aclose()
+
+
+async def test_pubsub_connection_killed_resubscribes(redis_url: str) -> None:
+    listener = RedisStore(redis_url, expiry_check_interval=0.1)
+    writer = RedisStore(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await writer.commit("k", {"n": "0"}, (), ttl=60, create=True)
+        async with listener.subscribe("k") as updates:
+            await next_update(updates)
+            for n in range(1, 4):
+                await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
+                await writer.commit("k", {"n": str(n)}, (), ttl=60)
+                update = await next_update(updates)
+                while update.session["n"] != n:
+                    update = await next_update(updates)
+    finally:
+        await admin.aclose()
+        await listener.aclose()
+        await writer.aclose()
+
+
+def _modify_worker(url: str, cookie: str, tasks: int) -> None:
+    async def run() -> None:
+        store = RedisStore(url)
+        live = await open_live({"store": store}, cookie)
+
+        def add_one(data: dict[str, Any]) -> None:
+            data["counter"] += 1
+
+        await asyncio.gather(*(live.modify(add_one) for _ in range(tasks)))
+        await store.aclose()
+
+    asyncio.run(run())
+
+
+async def test_modify_across_four_processes_loses_nothing(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    cookie = await seed_session(store, {"counter": 0}, secret_key=SECRET)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_modify_worker, args=(redis_url, cookie, 25)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        await asyncio.to_thread(worker.join, 60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    record = await store.load(store_key(cookie.split(".")[0]))
+    assert record is not None and record.data["counter"] == "100"
+    await store.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def two_demo_servers(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LIVE_SESSION_REDIS": redis_url}
+    ports = [free_port(), free_port()]
+    logs = [(tmp_path / f"server{i}.log").open("wb") for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"), "demo:app", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for port, log in zip(ports, logs, strict=True)
+    ]
+    try:
+        for port, process in zip(ports, processes, strict=True):
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("demo server did not start") from None
+                    time.sleep(0.05)  # waiting for a process to open its port
+        yield f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+        for log in logs:
+            log.close()
+
+
+def test_two_processes_share_sessions_and_broadcasts(two_demo_servers: tuple[str, str]) -> None:
+    server_a, server_b = two_demo_servers
+
+    async def run() -> None:
+        async with httpx2.AsyncClient(base_url=f"http://{server_a}") as http_a:
+            await http_a.get("/")
+            cookie = http_a.cookies["session"]
+            headers = {"Cookie": f"session={cookie}"}
+            async with (
+                httpx2.AsyncClient(base_url=f"http://{server_b}", cookies={"session": cookie}) as http_b,
+                connect(f"ws://{server_a}/live", additional_headers=headers) as tab,
+            ):
+                assert await asyncio.wait_for(tab.recv(), 5)
+                response = await http_b.post("/add", data={"item": "from-b"})
+                assert response.status_code == 303
+                import json
+
+                message = json.loads(await asyncio.wait_for(tab.recv(), 5))
+                assert message["session"] == {"cart": ["from-b"]}
+
+    asyncio.run(run())
+
+
+def test_each_request_on_a_new_event_loop(redis_url: str) -> None:
+    """Starlette's TestClient without `with` runs each request in a new event loop."""
+    from starlette.testclient import TestClient
+
+    from .conftest import make_app
+
+    store = RedisStore(redis_url)
+    client = TestClient(make_app(store=store))
+    for n in range(10):
+        client.post("/update_session", json={f"k{n}": n})
+    assert len(client.get("/view_session").json()["session"]) == 10
+    assert len(store._states) <= 2  # clients of closed loops are dropped
+
+
+def test_missing_redis_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import live_session._redis as module
+
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(ImportError, match=r"pip install 'live-session\[redis\]'"):
+        importlib.reload(module)
+    monkeypatch.undo()
+    importlib.reload(module)
