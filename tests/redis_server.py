@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -54,20 +55,30 @@ class RedisServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, binary: str, workdir: Path, *, persistence: bool = False) -> None:
+    def __init__(self, binary: str, workdir: Path, *, persistence: bool = False, tls: bool = False) -> None:
         self.binary = binary
         self.workdir = workdir
         self.persistence = persistence
+        self.tls = tls
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://{self.host}:{self.port}/0?ssl_ca_certs={self.workdir / 'cert.pem'}"
         return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, "--bind", self.host, "--port", str(self.port), "--save", ""]
+        args = [self.binary, "--bind", self.host, "--save", ""]
+        if self.tls:
+            self._make_certificate()
+            cert, key = self.workdir / "cert.pem", self.workdir / "key.pem"
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert)]
+            args += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
         args += ["--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "yes"]
         args += ["--logfile", str(self.workdir / "redis.log")]
         if self.persistence:
@@ -86,11 +97,28 @@ class RedisServer:
             time.sleep(0.02)  # waiting for a process to listen, within the deadline
         return self
 
+    def _make_certificate(self) -> None:
+        if (self.workdir / "cert.pem").exists():
+            return
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+            + ["-addext", "subjectAltName=IP:127.0.0.1"]
+            + ["-keyout", str(self.workdir / "key.pem"), "-out", str(self.workdir / "cert.pem")],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
     def _answers_ping(self) -> bool:
         try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+            with socket.create_connection((self.host, self.port), timeout=0.5) as raw:
+                if not self.tls:
+                    raw.sendall(b"PING\r\n")
+                    return raw.recv(64).startswith(b"+PONG")
+                context = ssl.create_default_context(cafile=str(self.workdir / "cert.pem"))
+                with context.wrap_socket(raw, server_hostname=self.host) as sock:
+                    sock.sendall(b"PING\r\n")
+                    return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
 
