@@ -100,10 +100,13 @@ class RedisServer:
     def _make_certificate(self) -> None:
         if (self.workdir / "cert.pem").exists():
             return
+        key, cert = str(self.workdir / "key.pem"), str(self.workdir / "cert.pem")
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-            + ["-addext", "subjectAltName=IP:127.0.0.1"]
-            + ["-keyout", str(self.workdir / "key.pem"), "-out", str(self.workdir / "cert.pem")],
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+                *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+                *("-keyout", key, "-out", cert),
+            ],
             check=True,
             capture_output=True,
             timeout=60,
