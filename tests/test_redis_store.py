@@ -47,7 +47,8 @@ async def test_keys_are_hashes_of_the_id_and_values_json(redis_url: str) -> None
         assert keys == [f"live-session:s:{hashlib.sha256(session_id.encode()).hexdigest()}"]
         assert session_id not in keys[0]
         stored = await client.hgetall(keys[0])
-        assert stored == {"k:cart": '["apple"]', "_v": "1", "_f": "1"}
+        commit_id = stored.pop("_c")
+        assert stored == {"k:cart": '["apple"]', "_v": "1", "_f": "1"} and len(commit_id) == 16
         assert 0 < await client.ttl(keys[0]) <= 14 * 24 * 3600
     finally:
         await client.aclose()
@@ -310,3 +311,94 @@ def test_missing_redis_package_says_what_to_install(monkeypatch: pytest.MonkeyPa
         importlib.reload(module)
     monkeypatch.undo()
     importlib.reload(module)
+
+
+async def test_a_retried_commit_is_not_applied_twice(redis_url: str) -> None:
+    from live_session import _redis_scripts as scripts
+
+    store = RedisStore(redis_url)
+    try:
+        await store.commit("k", {"n": "0"}, (), ttl=60, create=True)
+        keys = [store._hash("k"), store._channel("k")]
+        args = [60_000, 0, 1, 0, 65536, scripts.FORMAT, "same-commit-id", 1, "n", "1"]
+        first = await store._run(scripts.COMMIT, keys, args, write=True)
+        again = await store._run(scripts.COMMIT, keys, args, write=True)  # as after a lost reply
+        assert first[1] == again[1] == 2  # applied once, and the retry reports success, not a conflict
+    finally:
+        await store.aclose()
+
+
+async def test_destroy_is_reported_as_destroyed_not_expired(redis_url: str) -> None:
+    store = RedisStore(redis_url, expiry_check_interval=0.001)
+    try:
+        for n in range(20):
+            key = f"k{n}"
+            await store.commit(key, {"a": "1"}, (), ttl=60, create=True)
+            async with store.subscribe(key) as updates:
+                await next_update(updates)
+                await store.destroy(key)
+                assert (await next_update(updates)).reason == "destroyed"
+    finally:
+        await store.aclose()
+
+
+async def test_a_new_subscriber_never_makes_an_old_one_miss_an_update(redis_url: str) -> None:
+    listener, writer = RedisStore(redis_url), RedisStore(redis_url)
+    try:
+        for n in range(20):
+            key = f"k{n}"
+            await writer.commit(key, {"n": "1"}, (), ttl=60, create=True)
+            async with listener.subscribe(key) as first:
+                await next_update(first)
+                await writer.commit(key, {"n": "2"}, (), ttl=60)
+                async with listener.subscribe(key) as second:
+                    assert (await next_update(second)).version == 2
+                    assert (await next_update(first)).version == 2
+    finally:
+        await listener.aclose()
+        await writer.aclose()
+
+
+async def test_a_read_only_replica_is_store_unavailable(fresh_redis: RedisServer) -> None:
+    store = RedisStore(fresh_redis.url)
+    admin = aioredis.Redis.from_url(fresh_redis.url)
+    try:
+        await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+        await admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # type: ignore[no-untyped-call]
+        with pytest.raises(StoreUnavailable, match="read only"):
+            await store.commit("k", {"a": "2"}, (), ttl=60)
+    finally:
+        await admin.execute_command("REPLICAOF", "NO", "ONE")  # type: ignore[no-untyped-call]
+        await admin.aclose()
+        await store.aclose()
+
+
+def test_a_given_client_serves_every_event_loop(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisStore(client=client)
+
+    async def once(n: int) -> None:
+        await store.commit(f"k{n}", {"a": "1"}, (), ttl=60, create=True)
+        assert await store.load(f"k{n}") is not None
+
+    for n in range(3):
+        asyncio.run(once(n))
+
+
+async def test_channels_of_ended_sessions_are_unsubscribed(redis_url: str) -> None:
+    store = RedisStore(redis_url, expiry_check_interval=0.01)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+        async with store.subscribe("k") as updates:
+            await next_update(updates)
+            await store.destroy("k")
+            await next_update(updates)
+        channel = store._channel("k")
+        deadline = time.monotonic() + 5
+        while (await admin.pubsub_numsub(channel))[0][1] != 0:
+            assert time.monotonic() < deadline, "channel still subscribed"
+            await asyncio.sleep(0.01)  # polling Redis for the unsubscribe to land, within the deadline
+    finally:
+        await admin.aclose()
+        await store.aclose()

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import math
+import secrets
 import weakref
 from collections.abc import AsyncGenerator, Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("RedisStore needs the redis package: pip install 'live-session[redis]'") from error
@@ -50,9 +52,11 @@ class _Watched:
 class _LoopState:
     """Everything tied to one event loop: its client, its pub/sub listener and what it watches."""
 
-    def __init__(self, client: aioredis.Redis, listener_client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, writer: aioredis.Redis, listener_client: aioredis.Redis) -> None:
         self.client = client
+        self.writer = writer
         self.listener_client = listener_client
+        self.unsubscribe: set[str] = set()
         self.hub = Hub()
         self.watched: dict[str, _Watched] = {}
         self.listener: asyncio.Task[None] | None = None
@@ -105,34 +109,39 @@ class RedisStore(Store):
 
     # -- connections, per event loop --
 
-    def _new_client(self, retries: int = 3) -> aioredis.Redis:
+    def _new_client(self, retry_on: tuple[type[RedisError], ...]) -> aioredis.Redis:
         # redis-py's from_url defaults to no retries: a pooled connection the server closed during
-        # an outage would fail the first request after it. Retry connection errors with backoff.
-        # The listener's client gets none: a pub/sub connection that redis-py silently re-made
-        # would hide an outage, and with it the messages lost and the resync they call for.
-        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=retries)
+        # an outage would then fail the first request after it. So reads retry connection errors
+        # and timeouts; writes retry only connection errors (a timed-out script may still have
+        # run, and commits carry an id so a retried one is not applied twice); the listener's
+        # client retries nothing, because a pub/sub connection redis-py silently re-made would
+        # hide an outage, and with it the lost messages and the resync they call for.
+        retries = 3 if retry_on else 0
+        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=retries, supported_errors=retry_on)
         options: dict[str, Any] = {
             "retry": retry,
-            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "retry_on_error": list(retry_on),
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_timeout,
         }
         if self.url is not None:
             return aioredis.Redis.from_url(self.url, **options)
+        # A given client serves as a template: its pool is tied to the loop it was used in,
+        # so each loop gets its own pool with the same connection settings.
         assert self._given is not None
-        kwargs = dict(self._given.connection_pool.connection_kwargs)
-        kwargs.update(retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError])
-        pool = type(self._given.connection_pool)(
-            connection_class=self._given.connection_pool.connection_class, **kwargs
-        )
-        return aioredis.Redis(connection_pool=pool)
+        template = self._given.connection_pool
+        kwargs = {**template.connection_kwargs, **options}
+        return aioredis.Redis(connection_pool=type(template)(connection_class=template.connection_class, **kwargs))
 
     async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            client = self._given if self._given is not None and not self._states else self._new_client()
-            state = self._states[loop] = _LoopState(client, self._new_client(retries=0))
+            state = self._states[loop] = _LoopState(
+                self._new_client((RedisConnectionError, RedisTimeoutError)),
+                self._new_client((RedisConnectionError,)),
+                self._new_client(()),
+            )
             # An async generator started in this loop is finalised by the loop's shutdown
             # (asyncio.run, anyio, uvicorn all call shutdown_asyncgens): the one hook that lets
             # connections close cleanly even when the loop belongs to a single TestClient request.
@@ -152,14 +161,15 @@ class RedisStore(Store):
         state.hub.close_all()
         state.watched.clear()
         task, state.listener = state.listener, None
-        if task is not None and not task.done():
+        while task is not None and not task.done():
+            # Re-cancel until it ends: on Python 3.11 a cancellation landing in redis-py's
+            # asyncio.wait_for just as a send completes can be swallowed.
             task.cancel()
-            await asyncio.wait([task])
+            await asyncio.wait([task], timeout=0.1)
         if self._states.get(loop) is state:
             del self._states[loop]
-        if state.client is not self._given:
-            await state.client.aclose()
-        await state.listener_client.aclose()
+        for client in (state.client, state.writer, state.listener_client):
+            await client.aclose(close_connection_pool=True)
 
     def _hash(self, key: str) -> str:
         return f"{self.prefix}s:{key}"
@@ -167,11 +177,14 @@ class RedisStore(Store):
     def _channel(self, key: str) -> str:
         return f"{self.prefix}c:{key}"
 
-    async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        client = (await self._state()).client
+    async def _run(self, script: str, keys: list[str], args: list[Any], *, write: bool = False) -> Any:
+        state = await self._state()
+        client = state.writer if write else state.client
         try:
             return await client.eval(script, len(keys), *keys, *args)
-        except _DOWN as error:
+        except RedisError as error:
+            raise _unavailable(error) from error
+        except OSError as error:
             raise StoreUnavailable(f"Redis is unreachable: {error}") from error
 
     # -- the contract --
@@ -200,12 +213,13 @@ class RedisStore(Store):
             int(drop_if_empty),
             self.max_session_size,
             scripts.FORMAT,
+            secrets.token_hex(8),  # lets a retried commit see it already ran
             len(changes),
         ]
         for name, text in changes.items():
             args += (name, text)
         args.extend(removed)
-        reply = await self._run(scripts.COMMIT, [self._hash(key), self._channel(key)], args)
+        reply = await self._run(scripts.COMMIT, [self._hash(key), self._channel(key)], args, write=True)
         status = _text(reply[0])
         if status == "ok":
             return Record(_pairs(reply[2]), int(reply[1]))
@@ -222,11 +236,11 @@ class RedisStore(Store):
         raise AssertionError(f"unexpected reply from the commit script: {reply!r}")  # pragma: no cover
 
     async def destroy(self, key: str) -> bool:
-        return bool(await self._run(scripts.DESTROY, [self._hash(key), self._channel(key)], []))
+        return bool(await self._run(scripts.DESTROY, [self._hash(key), self._channel(key)], [], write=True))
 
     async def regenerate(self, key: str, new_key: str, *, ttl: float) -> Record | None:
         keys = [self._hash(key), self._hash(new_key), self._channel(key)]
-        reply = await self._run(scripts.REGENERATE, keys, [_ms(ttl), scripts.FORMAT])
+        reply = await self._run(scripts.REGENERATE, keys, [_ms(ttl), scripts.FORMAT, secrets.token_hex(8)], write=True)
         if not reply:
             return None
         return Record(_pairs(reply[1]), int(reply[0]))
@@ -245,8 +259,9 @@ class RedisStore(Store):
         if record is None:
             await self.unwatch(key, subscription)
             raise SessionNotFound("no session to subscribe to (it does not exist or has expired)")
-        if record.version > watched.version:
-            watched.version, watched.data = record.version, record.data
+        # Newer than what this loop's subscribers saw (the listener may lag): give it to them too,
+        # rather than moving the version on silently and making them drop the message when it lands.
+        self._catch_up(state, key, watched, record)
         subscription.start(SessionUpdate(record.version, "snapshot", record.data, frozenset(record.data)))
 
     async def unwatch(self, key: str, subscription: Subscription) -> None:
@@ -308,7 +323,17 @@ class RedisStore(Store):
             pubsub = state.listener_client.pubsub()
             try:
                 # A control channel keeps the connection subscribed even when nothing is watched.
-                await pubsub.subscribe(f"{self.prefix}control", *(self._channel(key) for key in state.watched))
+                channels = [f"{self.prefix}control", *(self._channel(key) for key in state.watched)]
+                await pubsub.subscribe(*channels)
+                # Resync only once Redis confirms the subscriptions, or a change landing between
+                # the resync's read and the SUBSCRIBE would be missed.
+                confirmed = 0
+                async with asyncio.timeout(self.socket_timeout):
+                    while confirmed < len(channels):
+                        message = await pubsub.get_message(timeout=self.socket_timeout)
+                        if message is not None:
+                            confirmed += message["type"] == "subscribe"
+                            self._handle(state, message)
                 state.pubsub = pubsub
                 state.connected.set()
                 await self._resync(state)
@@ -343,13 +368,20 @@ class RedisStore(Store):
             if message is not None:
                 last_heard = now
                 self._handle(state, message)
+            if state.unsubscribe:
+                channels = [
+                    channel for channel in state.unsubscribe if channel[len(self._channel("")) :] not in state.watched
+                ]
+                state.unsubscribe.clear()
+                if channels:
+                    await pubsub.unsubscribe(*channels)
             if now >= next_check:
                 # A silent connection may be a dead one (no RST): ping, and give up on it when
                 # nothing at all has come back for a few intervals.
                 if now - last_heard > 3 * interval + self.socket_timeout:
                     raise RedisConnectionError("no reply on the pub/sub connection")
                 await pubsub.ping()
-                await self._check_expiry(state)
+                await self._check_expiry(state, pubsub)
                 next_check = now + interval
 
     def _handle(self, state: _LoopState, message: dict[str, Any]) -> None:
@@ -387,6 +419,14 @@ class RedisStore(Store):
         state.hub.publish(key, update)
         if update.terminal:
             state.watched.pop(key, None)
+            state.unsubscribe.add(self._channel(key))
+
+    def _catch_up(self, state: _LoopState, key: str, watched: _Watched, record: Record) -> None:
+        if record.version > watched.version:
+            before = watched.data
+            changed = [name for name, text in record.data.items() if before.get(name) != text]
+            removed = [name for name in before if name not in record.data]
+            self._deliver(state, key, watched, record.version, "updated", record.data, changed, removed)
 
     async def _resync(self, state: _LoopState) -> None:
         """After (re)connecting, bring every local subscriber to the session's current state."""
@@ -394,13 +434,10 @@ class RedisStore(Store):
             record = await self.load(key)
             if record is None:
                 self._deliver(state, key, watched, watched.version + 1, "expired", {}, (), watched.data)
-            elif record.version > watched.version:
-                before = watched.data
-                changed = [name for name, text in record.data.items() if before.get(name) != text]
-                removed = [name for name in before if name not in record.data]
-                self._deliver(state, key, watched, record.version, "updated", record.data, changed, removed)
+            else:
+                self._catch_up(state, key, watched, record)
 
-    async def _check_expiry(self, state: _LoopState) -> None:
+    async def _check_expiry(self, state: _LoopState, pubsub: PubSub) -> None:
         """Tell subscribers of sessions that Redis expired (no keyspace notifications needed)."""
         keys = list(state.watched)
         if not keys:
@@ -409,10 +446,39 @@ class RedisStore(Store):
             for key in keys:
                 pipe.exists(self._hash(key))
             exists = await pipe.execute()
-        for key, present in zip(keys, exists, strict=True):
+        missing = [key for key, present in zip(keys, exists, strict=True) if not present]
+        if not missing:
+            return
+        # A destroyed or regenerated message may still be on its way, and it tells the real reason.
+        # It was queued on the pub/sub connection before our EXISTS ran, so it arrives before the
+        # reply to a PING sent now: read up to that reply first.
+        token = secrets.token_hex(4)
+        await pubsub.ping(token)
+        async with asyncio.timeout(self.socket_timeout):
+            while True:
+                message = await pubsub.get_message(timeout=self.socket_timeout)
+                if message is None:
+                    continue
+                if message["type"] == "pong" and _text(message["data"]) == token:
+                    break
+                self._handle(state, message)
+        for key in missing:
             watched = state.watched.get(key)
-            if not present and watched is not None:
+            if watched is not None:
                 self._deliver(state, key, watched, watched.version + 1, "expired", {}, (), watched.data)
+
+
+# Server states in which Redis refuses work for a while: a replica after failover, out of memory,
+# failing to persist, busy in a script, loading its data.
+_UNAVAILABLE_REPLIES = ("READONLY", "OOM", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS")
+
+
+def _unavailable(error: RedisError) -> Exception:
+    """StoreUnavailable for an outage or a server that refuses work; other errors are bugs and stay as they are."""
+    refused = isinstance(error, ReadOnlyError | OutOfMemoryError) or str(error).startswith(_UNAVAILABLE_REPLIES)
+    if isinstance(error, ResponseError) and not refused:
+        return error
+    return StoreUnavailable(f"Redis cannot serve the request: {error}")
 
 
 def _ms(seconds: float) -> int:

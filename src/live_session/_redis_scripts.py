@@ -18,11 +18,13 @@ FORMAT = 1
 # Shared prelude: read the hash into `data` (name -> json), `version` and `count`.
 _READ = """
 local flat = redis.call('HGETALL', KEYS[1])
-local data, version, count = {}, 0, 0
+local data, version, count, last_commit = {}, 0, 0, nil
 for i = 1, #flat, 2 do
   local field = flat[i]
   if field == '_v' then
     version = tonumber(flat[i + 1])
+  elseif field == '_c' then
+    last_commit = flat[i + 1]
   elseif string.sub(field, 1, 2) == 'k:' then
     data[string.sub(field, 3)] = flat[i + 1]
     count = count + 1
@@ -53,17 +55,20 @@ return {version, flatten()}
 )
 
 # KEYS: hash, channel. ARGV: ttl ms, create, expected version (-1: any), drop if empty,
-# max size, format, n, then n (name, json) pairs, then names to remove.
+# max size, format, commit id, n, then n (name, json) pairs, then names to remove.
+# The commit id is kept in `_c`: a client that retries after a lost reply finds its commit done.
 COMMIT = (
     _READ
     + """
 local ttl, create, expected = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
-local drop, max_size, format, n = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local drop, max_size, format, commit_id = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local n = tonumber(ARGV[8])
 if #flat == 0 and not create then return {'missing'} end
+if last_commit == commit_id then return {'ok', version, flatten()} end
 if expected >= 0 and expected ~= version then return {'conflict', version} end
 local changed, setting, hset, hdel = {}, {}, {}, {}
 for i = 0, n - 1 do
-  local name, text = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
+  local name, text = ARGV[9 + 2 * i], ARGV[10 + 2 * i]
   setting[name] = true
   if data[name] ~= text then
     if data[name] == nil then count = count + 1 end
@@ -74,7 +79,7 @@ for i = 0, n - 1 do
   end
 end
 local removed = {}
-for i = 8 + 2 * n, #ARGV do
+for i = 9 + 2 * n, #ARGV do
   local name = ARGV[i]
   if data[name] ~= nil and not setting[name] then
     data[name] = nil
@@ -99,7 +104,7 @@ if count == 0 then size = 2 end
 if size > max_size then return {'toolarge', size} end
 if #hset > 0 then redis.call('HSET', KEYS[1], unpack(hset)) end
 if #hdel > 0 then redis.call('HDEL', KEYS[1], unpack(hdel)) end
-redis.call('HSET', KEYS[1], '_v', version, '_f', format)
+redis.call('HSET', KEYS[1], '_v', version, '_f', format, '_c', commit_id)
 redis.call('PEXPIRE', KEYS[1], ttl)
 publish(KEYS[2], 'updated', changed, removed, data)
 return {'ok', version, flatten()}
@@ -120,14 +125,28 @@ return 1
 """
 )
 
-# KEYS: old hash, new hash, old channel. ARGV: ttl ms, format.
+# KEYS: old hash, new hash, old channel. ARGV: ttl ms, format, commit id.
 REGENERATE = (
     _READ
     + """
-if #flat == 0 then return false end
+if #flat == 0 then
+  -- A retry after a lost reply: the session is already under the new key.
+  if redis.call('HGET', KEYS[2], '_c') == ARGV[3] then
+    flat = redis.call('HGETALL', KEYS[2])
+    local moved = {}
+    for i = 1, #flat, 2 do
+      if string.sub(flat[i], 1, 2) == 'k:' then
+        moved[#moved + 1] = string.sub(flat[i], 3)
+        moved[#moved + 1] = flat[i + 1]
+      end
+    end
+    return {tonumber(redis.call('HGET', KEYS[2], '_v')), moved}
+  end
+  return false
+end
 version = version + 1
 redis.call('RENAME', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[2], '_v', version, '_f', ARGV[2])
+redis.call('HSET', KEYS[2], '_v', version, '_f', ARGV[2], '_c', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 publish(KEYS[3], 'regenerated', {}, {}, data)
 return {version, flatten()}

@@ -64,10 +64,13 @@ def _find_problem(value: object, depth: int) -> tuple[str, str] | None:
 
 
 def encoded_size(data: Mapping[str, str]) -> int:
-    """Bytes of the session serialised as one JSON object (the encoding is ASCII-only)."""
+    """Bytes of the session as one JSON object: UTF-8 keys (quoted) and their encoded values.
+
+    Every store counts this way (the Redis store in Lua), so one limit means the same everywhere.
+    """
     if not data:
         return 2
-    return sum(len(encode(key)) + len(text) + 2 for key, text in data.items()) + 1
+    return sum(len(key.encode("utf-8")) + len(text) + 4 for key, text in data.items()) + 1
 
 
 def decode_all(data: Mapping[str, str]) -> dict[str, Any]:
