@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .servers import free_port
+
 __all__ = ["RedisServer", "find_redis_servers"]
 
 
@@ -43,13 +45,6 @@ def find_redis_servers() -> dict[str, str]:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class RedisServer:
     """One redis-server; ``kill()`` crashes it, ``restart()`` brings it back on the same port."""
 
@@ -60,7 +55,7 @@ class RedisServer:
         self.workdir = workdir
         self.persistence = persistence
         self.tls = tls
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

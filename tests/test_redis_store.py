@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,6 +23,7 @@ from live_session.testing import seed_session
 
 from .conftest import SECRET, open_live
 from .redis_server import RedisServer
+from .servers import demo_server
 
 pytestmark = pytest.mark.anyio
 
@@ -223,45 +221,13 @@ async def test_modify_across_four_processes_loses_nothing(redis_url: str) -> Non
     await store.aclose()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def two_demo_servers(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LIVE_SESSION_REDIS": redis_url}
-    ports = [free_port(), free_port()]
-    logs = [(tmp_path / f"server{i}.log").open("wb") for i in range(2)]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"), "demo:app", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        for port, log in zip(ports, logs, strict=True)
-    ]
-    try:
-        for port, process in zip(ports, processes, strict=True):
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                        break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("demo server did not start") from None
-                    time.sleep(0.05)  # waiting for a process to open its port
-        yield f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(10)
-        for log in logs:
-            log.close()
+    with (
+        demo_server(tmp_path, LIVE_SESSION_REDIS=redis_url) as server_a,
+        demo_server(tmp_path, LIVE_SESSION_REDIS=redis_url) as server_b,
+    ):
+        yield server_a, server_b
 
 
 def test_two_processes_share_sessions_and_broadcasts(two_demo_servers: tuple[str, str]) -> None:

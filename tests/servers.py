@@ -1,0 +1,53 @@
+"""Real servers for the tests: the demo app under uvicorn, on 127.0.0.1 at free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["ROOT", "demo_server", "free_port"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, alive: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if alive.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start on port {port}:\n{log.read_text()}") from None
+            time.sleep(0.05)  # waiting for a process to open its port, within the deadline
+
+
+@contextmanager
+def demo_server(workdir: Path, **environment: str) -> Iterator[str]:
+    """``examples/demo.py``'s app under uvicorn; yields ``"127.0.0.1:PORT"``."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"uvicorn-{port}.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **environment}
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"), "demo:app", "--port", str(port)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, process, "uvicorn", log_path)
+            yield f"127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(10)
