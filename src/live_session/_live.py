@@ -17,7 +17,7 @@ from ._ids import new_session_id, store_key
 from ._locks import KeyedLocks
 from ._session import Session
 from ._store import Record, Store
-from ._values import check_key, check_value, decode_all, encode
+from ._values import check_key, check_value, decode_all, encode, encode_all
 
 if TYPE_CHECKING:
     from ._middleware import LiveSessionMiddleware
@@ -156,11 +156,9 @@ class LiveSession:
 
     async def update(self, values: Mapping[str, Any] = MappingProxyType({}), /, **kwargs: Any) -> None:
         """Set several keys in one atomic change."""
-        merged = {**values, **kwargs}
-        for key, value in merged.items():
-            check_value(check_key(key), value)
-        if merged:
-            await self._commit({key: encode(value) for key, value in merged.items()}, ())
+        changes = encode_all({**values, **kwargs})
+        if changes:
+            await self._commit(changes, ())
 
     async def delete(self, *keys: str) -> None:
         """Delete keys (those absent are ignored), in one atomic change."""
@@ -193,12 +191,8 @@ class LiveSession:
                     self._lost()
                 data = decode_all(record.data)
                 fn(data)
-                changes: dict[str, str] = {}
-                for name, value in data.items():
-                    check_value(check_key(name), value)
-                    text = encode(value)
-                    if record.data.get(name) != text:
-                        changes[name] = text
+                encoded = encode_all(data)
+                changes = {name: text for name, text in encoded.items() if record.data.get(name) != text}
                 removed = [name for name in record.data if name not in data]
                 if not changes and not removed:
                     self._seen(record)
@@ -315,9 +309,7 @@ class LiveSession:
             return
         self._need_response("ensure_session()")
         session = state.session
-        for key, value in session.items():
-            check_value(key, value)
-        data = {key: encode(value) for key, value in session.items()}
+        data = encode_all(session)
         session_id = new_session_id()
         record = await self._store.commit(store_key(session_id), data, (), ttl=self._ttl, create=True)
         assert record is not None  # create=True always yields a record

@@ -18,7 +18,7 @@ from ._memory import MemoryStore
 from ._migrate import read_starlette_cookie
 from ._session import ReadOnlySession, Session
 from ._store import Record, Store
-from ._values import check_value, decode_all, encode
+from ._values import decode_all, encode_all
 
 __all__ = ["LiveSessionMiddleware"]
 
@@ -150,10 +150,7 @@ class LiveSessionMiddleware:
     async def _migrate(self, state: Connection, legacy: dict[str, Any]) -> None:
         """Turn a Starlette cookie session into a stored one, before the app runs; drop it if it cannot be."""
         try:
-            changes = {}
-            for name, value in legacy.items():
-                check_value(name, value)
-                changes[name] = encode(value)
+            changes = encode_all(legacy)
             session_id = new_session_id()
             key = store_key(session_id)
             record = await self.store.commit(key, changes, (), ttl=self.idle_timeout, create=True)
@@ -175,10 +172,8 @@ class LiveSessionMiddleware:
         cookie = state.cookie
         if state.key is None:
             if session and session.modified:
-                for name, value in session.items():
-                    check_value(name, value)
+                changes = encode_all(session)
                 session_id = new_session_id()
-                changes = {name: encode(value) for name, value in session.items()}
                 state.record = await self.store.commit(
                     store_key(session_id), changes, (), ttl=self.idle_timeout, create=True
                 )

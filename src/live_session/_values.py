@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_key", "check_value", "decode", "decode_all", "encode", "encoded_size"]
+__all__ = ["check_key", "check_value", "decode", "decode_all", "encode", "encode_all", "encoded_size"]
 
 # Deeper than any real session value; also how a reference cycle is caught.
 _MAX_DEPTH = 64
@@ -75,3 +75,12 @@ def encoded_size(data: Mapping[str, str]) -> int:
 
 def decode_all(data: Mapping[str, str]) -> dict[str, Any]:
     return {key: decode(text) for key, text in data.items()}
+
+
+def encode_all(data: Mapping[str, Any]) -> dict[str, str]:
+    """Every value checked (TypeError naming the key) and encoded, for a session stored whole."""
+    encoded = {}
+    for key, value in data.items():
+        check_value(check_key(key), value)
+        encoded[key] = encode(value)
+    return encoded

@@ -11,7 +11,7 @@ from starlette.datastructures import Secret
 from ._ids import CookieSigner, new_session_id, store_key
 from ._middleware import _FOURTEEN_DAYS, _secret_keys
 from ._store import Store
-from ._values import check_key, check_value, encode
+from ._values import encode_all
 
 __all__ = ["seed_session"]
 
@@ -28,9 +28,6 @@ async def seed_session(
     cookie = await seed_session(store, {"user": "ada"}, secret_key=KEY)
     client.cookies.set("session", cookie)
     """
-    for key, value in data.items():
-        check_value(check_key(key), value)
     session_id = new_session_id()
-    changes = {key: encode(value) for key, value in data.items()}
-    await store.commit(store_key(session_id), changes, (), ttl=ttl, create=True)
+    await store.commit(store_key(session_id), encode_all(data), (), ttl=ttl, create=True)
     return CookieSigner(_secret_keys(secret_key)).sign(session_id, int(time.time()))
