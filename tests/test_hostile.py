@@ -106,3 +106,16 @@ def test_json_values_round_trip_through_http_and_the_store(data: dict[str, Any])
 
     assert asyncio.run(run()) == data
     assert len(store) == (1 if data else 0)
+
+
+def test_the_verified_cookie_cache_is_bounded_and_holds_only_intact_cookies() -> None:
+    from live_session._ids import CookieSigner, new_session_id
+
+    signer = CookieSigner([SECRET])
+    signer.cache_size = 50
+    cookies = [signer.sign(new_session_id(), 0) for _ in range(200)]
+    for cookie in cookies:
+        assert signer.unsign(cookie) is not None
+        assert signer.unsign(cookie[:-1] + ("A" if cookie[-1] != "A" else "B")) is None
+    assert len(signer._verified) <= 50
+    assert all(signer.unsign(cookie) is not None for cookie in cookies)  # evicted ones verify again

@@ -9,6 +9,7 @@ so a listing of store keys (or the timing of a lookup) reveals no usable id.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -34,7 +35,7 @@ def store_key(session_id: str) -> str:
 class CookieSigner:
     """Signs with the first key and accepts a signature by any of them (key rotation)."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_verified", "cache_size")
 
     def __init__(self, secret_keys: Sequence[str]) -> None:
         if not secret_keys:
@@ -45,6 +46,10 @@ class CookieSigner:
                 raise ValueError("secret_key must not contain an empty key")
             keys.append(secret.encode("utf-8"))
         self._keys = tuple(keys)
+        # Cookies already verified, so a browser's every request does not pay for an HMAC again.
+        # Only intact cookies get in (a changed byte is another string, checked afresh); bounded.
+        self._verified: dict[str, tuple[str, int, bool]] = {}
+        self.cache_size = 10_000
 
     def _mac(self, key: bytes, payload: bytes) -> str:
         digest = hmac.digest(key, _CONTEXT + payload, "sha256")
@@ -56,6 +61,9 @@ class CookieSigner:
 
     def unsign(self, value: str) -> tuple[str, int, bool] | None:
         """``(id, issued, signed_by_the_first_key)`` from a cookie value, or None if it is not ours, intact."""
+        verified = self._verified.get(value)
+        if verified is not None:
+            return verified
         if len(value) > _MAX_COOKIE or not value.isascii():
             return None
         payload, _, signature = value.rpartition(".")
@@ -66,7 +74,17 @@ class CookieSigner:
         for index, key in enumerate(self._keys):
             if hmac.compare_digest(self._mac(key, raw), signature):
                 try:
-                    return session_id, int(issued, 16), index == 0
+                    verified = (session_id, int(issued, 16), index == 0)
                 except ValueError:  # signed by us, so unreachable short of a leaked key
                     return None
+                self._remember(value, verified)
+                return verified
         return None
+
+    def _remember(self, value: str, verified: tuple[str, int, bool]) -> None:
+        cache = self._verified
+        if len(cache) >= self.cache_size:
+            # Drop the oldest entry; another thread may have just done the same.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del cache[next(iter(cache))]
+        cache[value] = verified
