@@ -22,7 +22,7 @@ from ._values import check_key, check_value, decode_all, encode, encode_all
 if TYPE_CHECKING:
     from ._middleware import LiveSessionMiddleware
 
-__all__ = ["Connection", "LiveSession", "ensure_session", "live_session"]
+__all__ = ["Connection", "LiveSession", "create_session", "ensure_session", "live_session"]
 
 SCOPE_KEY = "live_session"
 
@@ -74,6 +74,18 @@ class Connection:
     def adopt(self, session_id: str | None) -> None:
         self.session_id = session_id
         self.key = store_key(session_id) if session_id is not None else None
+
+
+async def create_session(store: Store, data: Mapping[str, Any], ttl: float) -> tuple[str, Record]:
+    """Store ``data`` as a new session under a fresh id; returns the id and the stored record.
+
+    Raises TypeError (naming the key) for a value that is not JSON-compatible, and
+    SessionTooLarge past the store's limit; nothing is stored then.
+    """
+    session_id = new_session_id()
+    record = await store.commit(store_key(session_id), encode_all(data), (), ttl=ttl, create=True)
+    assert record is not None  # create=True always yields a record
+    return session_id, record
 
 
 def live_session(conn: HTTPConnection) -> LiveSession:
@@ -309,10 +321,7 @@ class LiveSession:
             return
         self._need_response("ensure_session()")
         session = state.session
-        data = encode_all(session)
-        session_id = new_session_id()
-        record = await self._store.commit(store_key(session_id), data, (), ttl=self._ttl, create=True)
-        assert record is not None  # create=True always yields a record
+        session_id, record = await create_session(self._store, session, self._ttl)
         state.adopt(session_id)
         state.cookie = "set"
         session._reset(dict(session), record.data)

@@ -12,13 +12,13 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import SessionTooLarge
-from ._ids import CookieSigner, new_session_id, store_key
-from ._live import SCOPE_KEY, Connection
+from ._ids import CookieSigner, store_key
+from ._live import SCOPE_KEY, Connection, create_session
 from ._memory import MemoryStore
 from ._migrate import read_starlette_cookie
 from ._session import ReadOnlySession, Session
 from ._store import Record, Store
-from ._values import decode_all, encode_all
+from ._values import decode_all
 
 __all__ = ["LiveSessionMiddleware"]
 
@@ -150,17 +150,15 @@ class LiveSessionMiddleware:
     async def _migrate(self, state: Connection, legacy: dict[str, Any]) -> None:
         """Turn a Starlette cookie session into a stored one, before the app runs; drop it if it cannot be."""
         try:
-            changes = encode_all(legacy)
-            session_id = new_session_id()
-            key = store_key(session_id)
-            record = await self.store.commit(key, changes, (), ttl=self.idle_timeout, create=True)
+            session_id, record = await create_session(self.store, legacy, self.idle_timeout)
         except (TypeError, SessionTooLarge) as error:
             logger.warning("dropped a Starlette session cookie that cannot be migrated: %s", error)
             state.session._reset({}, {})
             state.cookie = "expire"
             return
-        state.session_id, state.key, state.record = session_id, key, record
-        state.session._baseline = changes
+        state.adopt(session_id)
+        state.record = record
+        state.session._baseline = record.data
         state.cookie = "set"
 
     async def _finish(self, state: Connection, message: Message) -> None:
@@ -172,11 +170,7 @@ class LiveSessionMiddleware:
         cookie = state.cookie
         if state.key is None:
             if session and session.modified:
-                changes = encode_all(session)
-                session_id = new_session_id()
-                state.record = await self.store.commit(
-                    store_key(session_id), changes, (), ttl=self.idle_timeout, create=True
-                )
+                session_id, state.record = await create_session(self.store, session, self.idle_timeout)
                 state.adopt(session_id)
                 cookie = "set"
         elif session.modified or session.accessed:

@@ -8,10 +8,10 @@ from typing import Any
 
 from starlette.datastructures import Secret
 
-from ._ids import CookieSigner, new_session_id, store_key
+from ._ids import CookieSigner
+from ._live import create_session
 from ._middleware import _FOURTEEN_DAYS, _secret_keys
 from ._store import Store
-from ._values import encode_all
 
 __all__ = ["seed_session"]
 
@@ -28,6 +28,5 @@ async def seed_session(
     cookie = await seed_session(store, {"user": "ada"}, secret_key=KEY)
     client.cookies.set("session", cookie)
     """
-    session_id = new_session_id()
-    await store.commit(store_key(session_id), encode_all(data), (), ttl=ttl, create=True)
+    session_id, _ = await create_session(store, data, ttl)
     return CookieSigner(_secret_keys(secret_key)).sign(session_id, int(time.time()))
