@@ -51,3 +51,6 @@ def demo_server(workdir: Path, **environment: str) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(10)
+    # An exception the server only logged (in an endpoint, say) fails the test too.
+    if "Traceback" in (text := log_path.read_text()):
+        raise AssertionError(f"the demo server logged an error:\n{text}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import multiprocessing
 import shutil
 import sys
@@ -243,12 +244,10 @@ def test_two_processes_share_sessions_and_broadcasts(two_demo_servers: tuple[str
                 connect(f"ws://{server_a}/live", additional_headers=headers) as tab,
             ):
                 assert await asyncio.wait_for(tab.recv(), 5)
-                response = await http_b.post("/add", data={"item": "from-b"})
+                response = await http_b.post("/checkout", data={"qty-honey": "3", "action": "update"})
                 assert response.status_code == 303
-                import json
-
                 message = json.loads(await asyncio.wait_for(tab.recv(), 5))
-                assert message["session"] == {"cart": ["from-b"]}
+                assert "Wildflower honey" in message["regions"]["cart"]
 
     asyncio.run(run())
 

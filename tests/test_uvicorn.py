@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx2
 import pytest
@@ -20,7 +21,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield address
 
 
-async def recv(ws: object) -> dict[str, object]:
+async def recv(ws: object) -> dict[str, Any]:
     data = json.loads(await asyncio.wait_for(ws.recv(), 5))  # type: ignore[attr-defined]
     assert isinstance(data, dict)
     return data
@@ -40,14 +41,17 @@ def test_form_post_and_live_writes_reach_every_tab(server: str) -> None:
             ):
                 assert (await recv(tab_a))["reason"] == "snapshot"
                 assert (await recv(tab_b))["reason"] == "snapshot"
-                response = await http.post("/add", data={"item": "apple"})
+                response = await http.post("/checkout", data={"qty-sencha": "2", "action": "update"})
                 assert response.status_code == 303
                 for tab in (tab_a, tab_b):
-                    assert (await recv(tab))["session"] == {"cart": ["apple"]}
-                await tab_b.send(json.dumps({"add": "pear"}))
+                    message = await recv(tab)
+                    assert message["reason"] == "updated" and set(message["regions"]) == {"products", "cart"}
+                    assert "<output>2</output>" in message["regions"]["cart"]
+                await tab_b.send(json.dumps({"op": "add", "product": "mug"}))
                 for tab in (tab_a, tab_b):
-                    assert (await recv(tab))["session"] == {"cart": ["apple", "pear"]}
-            assert "pear" in (await http.get("/")).text
+                    assert "Stoneware mug" in (await recv(tab))["regions"]["cart"]
+            checkout = (await http.get("/checkout")).text
+            assert 'name="qty-sencha" value="2"' in checkout and 'name="qty-mug" value="1"' in checkout
 
     asyncio.run(run())
 
