@@ -10,7 +10,7 @@ PACKAGE = Path(live_session.__file__).parent
 
 def test_all_is_complete_and_importable() -> None:
     public = {name for name in dir(live_session) if not name.startswith("_")}
-    modules = {"testing"}  # submodules appear as attributes once imported
+    modules = {"testing", "pyview", "fastapi"}  # submodules appear as attributes once imported
     assert public - modules <= set(live_session.__all__)
     for name in live_session.__all__:
         assert hasattr(live_session, name), name

@@ -7,6 +7,7 @@ import typing as _typing
 
 from ._broadcast import Subscription
 from ._errors import SessionConflict, SessionError, SessionNotFound, SessionTooLarge, StoreUnavailable
+from ._events import SessionEventStream, session_events
 from ._live import LiveSession, ensure_session, live_session
 from ._memory import MemoryStore
 from ._middleware import LiveSessionMiddleware
@@ -40,6 +41,7 @@ __all__ = [
     "Session",
     "SessionConflict",
     "SessionError",
+    "SessionEventStream",
     "SessionNotFound",
     "SessionTooLarge",
     "SessionUpdate",
@@ -49,6 +51,7 @@ __all__ = [
     "__version__",
     "ensure_session",
     "live_session",
+    "session_events",
     "stream_session",
     "update_message",
 ]

@@ -94,6 +94,15 @@ class Subscription(AsyncIterator[SessionUpdate]):
                 self._waiter = None
         return self._queue.popleft()
 
+    def merge_pending(self, update: SessionUpdate) -> SessionUpdate:
+        """``update`` merged with every update already queued behind it: the newest state, in one step.
+
+        For consumers that render: after a burst they skip straight to the end.
+        """
+        while self._queue:
+            update = update.merge(self._queue.popleft())
+        return update
+
     @property
     def closed(self) -> bool:
         return self._closed
