@@ -36,13 +36,13 @@ def wait_for_port(port: int, alive: subprocess.Popen[bytes], what: str, log: Pat
 
 
 @contextmanager
-def demo_server(workdir: Path, **environment: str) -> Iterator[str]:
-    """``examples/demo.py``'s app under uvicorn; yields ``"127.0.0.1:PORT"``."""
+def demo_server(workdir: Path, app: str = "demo:app", **environment: str) -> Iterator[str]:
+    """An app of ``examples/`` (the demo shop by default) under uvicorn; yields ``"127.0.0.1:PORT"``."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"uvicorn-{port}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **environment}
-    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"), "demo:app", "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"), app, "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -12,31 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from .browser import CHROMIUM_ARGS, find_chromium
-from .conftest import REDIS_NAMES, RedisServers, skip_or_fail
+from .browser import WAIT_MS, launch_chromium
+from .conftest import REDIS_NAMES, RedisServers
 from .servers import ROOT, demo_server
-
-try:
-    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - playwright is a dev dependency
-    sync_playwright = None  # type: ignore[assignment]
-
-WAIT_MS = 5_000  # how long a change may take to show up before the test fails
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    chromium = find_chromium()
-    if chromium is None or sync_playwright is None:
-        skip_or_fail(
-            "browser tests need Chromium and Playwright: `apt-get install chromium` "
-            "(or set LIVE_SESSION_CHROMIUM to a Chromium binary) and `scripts/test` to install Playwright"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+    with launch_chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +101,29 @@ def test_the_plain_form_page_changes_every_live_tab(context: BrowserContext, sho
     expect(checkout.locator(".orders li")).to_have_text(["Order 1: 4 items, $51.00"])
     expect(live.locator(".cart .empty")).to_be_visible(timeout=WAIT_MS)
     expect(live.locator(".orders li")).to_have_text(["Order 1: 4 items, $51.00"], timeout=WAIT_MS)
+
+
+def test_the_htmx_page_follows_the_session_over_server_sent_events(context: BrowserContext, shop: str) -> None:
+    live = open_shop(context, shop)
+    summary = context.new_page()
+    summary.goto(f"{shop}/summary")
+    expect(summary.locator(".card .empty")).to_be_visible()
+    # The stream starts with a snapshot, so a change made before it is connected shows up as well.
+    live.click('.product[data-product="kettle"] button[data-op="add"]')
+    expect(summary.locator('tr[data-product="kettle"] .qty')).to_have_text("1", timeout=WAIT_MS)
+    live.click('.cart button[data-op="increment"][data-product="kettle"]')
+    expect(summary.locator('tr[data-product="kettle"] .qty')).to_have_text("2", timeout=WAIT_MS)
+    expect(summary.locator("tfoot")).to_contain_text("$98.00")
+
+    # Sign out in the shop tab: the stream ends with the session, and EventSource reconnects to the new one.
+    live.fill('input[name="name"]', "Ada")
+    live.click(".signin button")
+    expect(live.locator(".account .who")).to_have_text("Signed in as Ada")
+    live.click('.account button:has-text("Sign out")')
+    expect(summary.locator(".card .empty")).to_be_visible(timeout=WAIT_MS)
+    expect(live.locator("#status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    live.click('.product[data-product="honey"] button[data-op="add"]')
+    expect(summary.locator('tr[data-product="honey"] .qty')).to_have_text("1", timeout=WAIT_MS)
 
 
 def test_login_rotates_the_id_and_logout_ends_the_session_in_every_tab(context: BrowserContext, shop: str) -> None:

@@ -5,6 +5,7 @@
 - ``/live`` streams the session's updates as re-rendered page regions, and
   applies the page's cart actions with ``modify()``, atomically.
 - ``/checkout`` is a classic form page that only uses ``request.session``.
+- ``/summary`` is kept up to date by htmx from ``/events``, a server-sent event stream.
 - ``/login`` rotates the session id; ``/logout`` destroys the session (every tab
   is told) and starts a fresh one for the tabs to follow.
 """
@@ -33,11 +34,13 @@ from live_session import (
     Store,
     ensure_session,
     live_session,
+    session_events,
     stream_session,
 )
 
 from .catalog import MAX_QUANTITY, PRODUCTS
-from .pages import checkout_page, render_regions, shop_page
+from .pages import checkout_page, render_regions, shop_page, summary_page
+from .pages import summary as render_summary
 
 __all__ = ["create_app"]
 
@@ -49,6 +52,16 @@ STEPS = {"add": 1, "increment": 1, "decrement": -1, "remove": -MAX_QUANTITY}
 async def shop(request: Request) -> Response:
     await ensure_session(request)
     return HTMLResponse(shop_page(request.session))
+
+
+async def summary(request: Request) -> Response:
+    await ensure_session(request)  # the page's event stream needs a session to follow
+    return HTMLResponse(summary_page(request.session))
+
+
+async def events(request: Request) -> Response:
+    """The summary page's server-sent events: the re-rendered table, after every change."""
+    return session_events(request, render=lambda update: {"summary": render_summary(update.session)})
 
 
 async def new_session(request: Request) -> Response:
@@ -180,6 +193,8 @@ def create_app(store: Store | None = None, *, secret_key: str) -> Starlette:
             Route("/", shop),
             Route("/session", new_session, methods=["POST"]),
             Route("/checkout", checkout, methods=["GET", "POST"]),
+            Route("/summary", summary),
+            Route("/events", events),
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             WebSocketRoute("/live", live),

@@ -13,7 +13,7 @@ from typing import Any
 
 from .catalog import PRODUCTS, cart_lines, cart_total, money
 
-__all__ = ["REGIONS", "checkout_page", "render_regions", "shop_page"]
+__all__ = ["REGIONS", "checkout_page", "render_regions", "shop_page", "summary", "summary_page"]
 
 Session = Mapping[str, Any]
 
@@ -104,19 +104,16 @@ def render_regions(session: Session, keys: frozenset[str] | None = None) -> dict
     return {name: render(session) for name, (render, shown) in REGIONS.items() if keys is None or shown & keys}
 
 
-def layout(title: str, session: Session, back_to: str, body: str, *, live: bool) -> str:
-    script = '<script src="/static/shop.js" defer></script>' if live else ""
-    status = (
-        '<span id="status" class="status" data-state="connecting" title="The live connection">connecting</span>'
-        if live
-        else '<span class="status static">plain HTML page</span>'
-    )
+NAV = '<nav><a href="/">Shop</a><a href="/checkout">Checkout</a><a href="/summary">Summary</a></nav>'
+
+
+def layout(title: str, session: Session, back_to: str, body: str, *, head: str = "", status: str) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/static/shop.css">{script}</head>
+<link rel="stylesheet" href="/static/shop.css">{head}</head>
 <body>
-<header><a class="brand" href="/">Leaf &amp; Kettle</a>{status}
+<header><a class="brand" href="/">Leaf &amp; Kettle</a>{status}{NAV}
 <div class="account" data-live="account">{account(session, back_to)}</div></header>
 <main>{body}</main>
 <footer>A <a href="https://pypi.org/project/live-session/">live-session</a> demo. Open it in two tabs or
@@ -130,7 +127,14 @@ def shop_page(session: Session) -> str:
 <div class="grid" data-live="products">{regions["products"]}</div></section>
 <aside><div class="cart" data-live="cart">{regions["cart"]}</div>
 <div data-live="orders">{regions["orders"]}</div></aside>"""
-    return layout("Leaf & Kettle: live-session demo", session, "/", body, live=True)
+    return layout(
+        "Leaf & Kettle: live-session demo",
+        session,
+        "/",
+        body,
+        head='<script src="/static/shop.js" defer></script>',
+        status='<span id="status" class="status" data-state="connecting" title="The live connection">connecting</span>',
+    )
 
 
 def checkout_page(session: Session) -> str:
@@ -161,4 +165,44 @@ other tabs.</p>
 <div class="actions"><button name="action" value="update" class="quiet">Update cart</button>{order_button}</div>
 </form><p><a href="/">&larr; Back to the shop</a></p></section>
 <aside>{orders(session)}</aside>"""
-    return layout("Checkout: live-session demo", session, "/checkout", body, live=False)
+    return layout(
+        "Checkout: live-session demo",
+        session,
+        "/checkout",
+        body,
+        status='<span class="status static">plain HTML</span>',
+    )
+
+
+def summary(session: Session) -> str:
+    """The cart as a read-only table: what the summary page's event stream swaps in."""
+    lines = cart_lines(session.get("cart"))
+    if not lines:
+        return '<p class="empty">Your cart is empty.</p>'
+    rows = "".join(
+        f'<tr data-product="{product.id}"><td>{escape(product.name)}</td><td class="qty">{quantity}</td>'
+        f"<td>{money(product.price * quantity)}</td></tr>"
+        for product, quantity in lines
+    )
+    return (
+        f"<table><thead><tr><th>Item</th><th>Quantity</th><th>Amount</th></tr></thead><tbody>{rows}</tbody>"
+        f'<tfoot><tr><td colspan="2">Subtotal</td><td>{money(cart_total(session.get("cart")))}</td></tr></tfoot>'
+        "</table>"
+    )
+
+
+def summary_page(session: Session) -> str:
+    body = f"""<section class="checkout"><h1>Cart summary</h1>
+<p class="hint">This page has no JavaScript of its own. htmx's server-sent events extension swaps in the table
+that the server streams from <code>session_events()</code> whenever the session changes.</p>
+<div class="card" hx-ext="sse" sse-connect="/events" sse-swap="summary">{summary(session)}</div>
+<p><a href="/">&larr; Back to the shop</a></p></section>"""
+    return layout(
+        "Summary: live-session demo",
+        session,
+        "/summary",
+        body,
+        head='<script src="/static/vendor/htmx-2.0.11.min.js" defer></script>'
+        '<script src="/static/vendor/htmx-ext-sse-2.2.4.js" defer></script>',
+        status='<span class="status static">htmx + server-sent events</span>',
+    )

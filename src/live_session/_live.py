@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
@@ -43,6 +43,7 @@ class Connection:
         "response_started",
         "session",
         "session_id",
+        "tasks",
         "websocket",
     )
 
@@ -70,6 +71,24 @@ class Connection:
         # What the response must do with the cookie: set it (new or rotated id), expire it, or leave it.
         self.cookie: Literal["set", "expire"] | None = None
         self.handle: LiveSession | None = None
+        # Background work that lives as long as this connection (see ``spawn``).
+        self.tasks: set[asyncio.Task[None]] | None = None
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` until it ends or the connection does: the middleware cancels it when the app returns."""
+        task = asyncio.get_running_loop().create_task(work)
+        if self.tasks is None:
+            self.tasks = set()
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def cancel_tasks(self) -> None:
+        tasks = list(self.tasks or ())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     def adopt(self, session_id: str | None) -> None:
         self.session_id = session_id
@@ -103,6 +122,20 @@ def live_session(conn: HTTPConnection) -> LiveSession:
     state = conn.scope.get(SCOPE_KEY)
     if not isinstance(state, Connection):
         raise SessionError("live_session() needs LiveSessionMiddleware installed in front of this route")
+    if state.handle is None:
+        state.handle = LiveSession(state)
+    return state.handle
+
+
+def live_session_of(session: Mapping[str, Any]) -> LiveSession:
+    """The live handle of the connection whose ``scope["session"]`` is ``session``.
+
+    For integrations that are handed the session dict but not the request
+    (a PyView ``mount`` on the page's first, HTTP, render).
+    """
+    state = getattr(session, "_connection", None)
+    if not isinstance(state, Connection):
+        raise SessionError("this session does not come from LiveSessionMiddleware; is the middleware installed?")
     if state.handle is None:
         state.handle = LiveSession(state)
     return state.handle

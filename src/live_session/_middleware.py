@@ -127,6 +127,7 @@ class LiveSessionMiddleware:
         state = Connection(
             self, session, session_id, key, record, websocket=websocket, had_cookie=bool(cookie), issued=issued
         )
+        session._connection = state
         scope["session"] = session
         scope[SCOPE_KEY] = state
 
@@ -134,7 +135,11 @@ class LiveSessionMiddleware:
             if (record is not None or legacy) and not self._origin_allowed(scope):
                 await _refuse_websocket(scope, receive, send)
                 return
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if state.tasks:
+                    await state.cancel_tasks()
             return
 
         if legacy:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._values import check_key, check_value, encode
+
+if TYPE_CHECKING:
+    from ._live import Connection
 
 __all__ = ["ReadOnlySession", "Session"]
 
@@ -33,6 +36,8 @@ class Session(dict[str, Any]):
     _read_all: bool = False
     # Encoded values as loaded from the store, to find changes made inside nested values.
     _baseline: Mapping[str, str] = {}
+    # The connection this session belongs to (set by the middleware), for ``live_session_of``.
+    _connection: Connection | None = None
 
     def mark_accessed(self) -> None:
         self.accessed = True
