@@ -11,7 +11,7 @@ from starlette.datastructures import MutableHeaders, Secret
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._errors import SessionTooLarge
+from ._errors import SessionTooLarge, StoreUnavailable
 from ._ids import CookieSigner, store_key
 from ._live import SCOPE_KEY, Connection, create_session
 from ._memory import MemoryStore
@@ -114,7 +114,11 @@ class LiveSessionMiddleware:
                     issued = 0  # signed with an older key: re-sign it with the current one
                 # Loading extends the idle lifetime in the same step (one round trip on a network store).
                 key = store_key(session_id)
-                record = await self.store.load(key, ttl=self.idle_timeout)
+                try:
+                    record = await self.store.load(key, ttl=self.idle_timeout)
+                except StoreUnavailable as error:
+                    await _unavailable(scope, receive, send, error)
+                    return
                 if record is None:
                     session_id = key = None  # unknown or expired: never adopted
             elif self.migrate_starlette_cookies:
@@ -133,7 +137,8 @@ class LiveSessionMiddleware:
 
         if websocket:
             if (record is not None or legacy) and not self._origin_allowed(scope):
-                await _refuse_websocket(scope, receive, send)
+                logger.warning("refused a WebSocket handshake carrying a session cookie from a foreign Origin")
+                await _refuse_websocket(scope, receive, send, 403, 1008, "Cross-origin WebSocket refused")
                 return
             try:
                 await self.app(scope, receive, send)
@@ -143,11 +148,26 @@ class LiveSessionMiddleware:
             return
 
         if legacy:
-            await self._migrate(state, legacy)
+            try:
+                await self._migrate(state, legacy)
+            except StoreUnavailable as error:
+                await _unavailable(scope, receive, send, error)
+                return
+
+        failed = False
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal failed
+            if failed:
+                return  # the app's response was replaced by the 503
             if message["type"] == "http.response.start":
-                await self._finish(state, message)
+                try:
+                    await self._finish(state, message)
+                except StoreUnavailable as error:
+                    # The changes were not stored, so the client must not see the app's success.
+                    failed = True
+                    await _unavailable(scope, receive, send, error)
+                    return
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
@@ -248,22 +268,28 @@ class LiveSessionMiddleware:
         return wrapped
 
 
-async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
-    logger.warning("refused a WebSocket handshake carrying a session cookie from a foreign Origin")
+async def _unavailable(scope: Scope, receive: Receive, send: Send, error: StoreUnavailable) -> None:
+    """Answer 503 (a WebSocket handshake: refused, or closed with 1013 "try again later")."""
+    logger.warning("session store unavailable, answered 503: %s", error)
+    text = "Session store unavailable, try again shortly"
+    if scope["type"] == "websocket":
+        await _refuse_websocket(scope, receive, send, 503, 1013, text)
+        return
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": text.encode()})
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send, status: int, code: int, text: str) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
         return
     if "websocket.http.response" in scope.get("extensions", {}):
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": 403,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": b"Cross-origin WebSocket refused"})
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": text.encode()})
     else:  # servers answer a close before accept with 403
-        await send({"type": "websocket.close", "code": 1008})
+        await send({"type": "websocket.close", "code": code})
 
 
 def _strip_default_port(netloc: str) -> str:
