@@ -12,6 +12,7 @@ import argparse
 import os
 
 from shop import create_app
+from starlette.applications import Starlette
 
 from live_session import MemoryStore, Store
 
@@ -28,7 +29,20 @@ def store_from_environment() -> Store:
     return MemoryStore()
 
 
-app = create_app(store_from_environment(), secret_key=SECRET_KEY)
+def create() -> Starlette:
+    """The app, as uvicorn's factory: each worker process builds its own (``uvicorn --factory demo:create``)."""
+    return create_app(store_from_environment(), secret_key=SECRET_KEY)
+
+
+def check_redis(parser: argparse.ArgumentParser, url: str) -> None:
+    """Fail at once, with a clear message, if Redis is not there (rather than 503s on every page)."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) as client:
+            client.ping()
+    except (redis.RedisError, ValueError) as error:
+        parser.error(f"cannot reach Redis at {url}: {error}")
 
 
 def main() -> None:
@@ -41,13 +55,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (needs --redis to share sessions)")
     args = parser.parse_args()
     if args.redis:
+        check_redis(parser, args.redis)
         os.environ["LIVE_SESSION_REDIS"] = args.redis
     elif args.workers > 1:
         parser.error("--workers above 1 needs --redis: each worker would have its own in-memory sessions")
     where = f"Redis at {args.redis}" if args.redis else "memory"
-    print(f"live-session demo (sessions in {where}): open http://{args.host}:{args.port}/ in two tabs", flush=True)
+    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104 - only compared
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    print(f"live-session demo (sessions in {where}): open http://{shown_host}:{args.port}/ in two tabs", flush=True)
     uvicorn.run(
-        "demo:app",
+        "demo:create",
+        factory=True,
         app_dir=os.path.dirname(os.path.abspath(__file__)),
         host=args.host,
         port=args.port,

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-__all__ = ["ROOT", "demo_server", "free_port"]
+__all__ = ["ROOT", "demo_server", "free_port", "live_app_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,13 +36,20 @@ def wait_for_port(port: int, alive: subprocess.Popen[bytes], what: str, log: Pat
 
 
 @contextmanager
-def demo_server(workdir: Path, app: str = "demo:app", **environment: str) -> Iterator[str]:
-    """An app of ``examples/`` (the demo shop by default) under uvicorn; yields ``"127.0.0.1:PORT"``."""
+def demo_server(
+    workdir: Path, app: str = "demo:create", app_dir: Path = ROOT / "examples", **environment: str
+) -> Iterator[str]:
+    """An app (the demo shop by default) under uvicorn; yields ``"127.0.0.1:PORT"``.
+
+    An ``app`` named ``module:create`` is a factory.
+    """
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"uvicorn-{port}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **environment}
-    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"), app, "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), app, "--port", str(port)]
+    if app.endswith(":create"):
+        command.append("--factory")
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -54,3 +61,8 @@ def demo_server(workdir: Path, app: str = "demo:app", **environment: str) -> Ite
     # An exception the server only logged (in an endpoint, say) fails the test too.
     if "Traceback" in (text := log_path.read_text()):
         raise AssertionError(f"the demo server logged an error:\n{text}")
+
+
+def live_app_server(workdir: Path, **environment: str) -> AbstractContextManager[str]:
+    """The library's own minimal app (``tests/live_app.py``) under uvicorn."""
+    return demo_server(workdir, "live_app:create", ROOT / "tests", **environment)

@@ -12,12 +12,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from .servers import demo_server
+from .servers import live_app_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with demo_server(tmp_path_factory.mktemp("uvicorn")) as address:
+    with live_app_server(tmp_path_factory.mktemp("uvicorn")) as address:
         yield address
 
 
@@ -41,17 +41,14 @@ def test_form_post_and_live_writes_reach_every_tab(server: str) -> None:
             ):
                 assert (await recv(tab_a))["reason"] == "snapshot"
                 assert (await recv(tab_b))["reason"] == "snapshot"
-                response = await http.post("/checkout", data={"qty-sencha": "2", "action": "update"})
+                response = await http.post("/add", data={"item": "apple"})
                 assert response.status_code == 303
                 for tab in (tab_a, tab_b):
-                    message = await recv(tab)
-                    assert message["reason"] == "updated" and set(message["regions"]) == {"products", "cart"}
-                    assert "<output>2</output>" in message["regions"]["cart"]
-                await tab_b.send(json.dumps({"op": "add", "product": "mug"}))
+                    assert (await recv(tab))["session"] == {"cart": ["apple"]}
+                await tab_b.send(json.dumps({"add": "pear"}))
                 for tab in (tab_a, tab_b):
-                    assert "Stoneware mug" in (await recv(tab))["regions"]["cart"]
-            checkout = (await http.get("/checkout")).text
-            assert 'name="qty-sencha" value="2"' in checkout and 'name="qty-mug" value="1"' in checkout
+                    assert (await recv(tab))["session"] == {"cart": ["apple", "pear"]}
+            assert (await http.get("/")).json()["session"] == {"cart": ["apple", "pear"]}
 
     asyncio.run(run())
 

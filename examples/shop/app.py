@@ -12,14 +12,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -32,6 +32,7 @@ from live_session import (
     SessionNotFound,
     SessionUpdate,
     Store,
+    StoreUnavailable,
     ensure_session,
     live_session,
     session_events,
@@ -45,6 +46,7 @@ from .pages import summary as render_summary
 __all__ = ["create_app"]
 
 MAX_FORM_BYTES = 16 * 1024
+MAX_MESSAGE_CHARS = 1024
 MAX_ORDERS = 20
 STEPS = {"add": 1, "increment": 1, "decrement": -1, "remove": -MAX_QUANTITY}
 
@@ -64,46 +66,59 @@ async def events(request: Request) -> Response:
     return session_events(request, render=lambda update: {"summary": render_summary(update.session)})
 
 
-async def new_session(request: Request) -> Response:
-    """The page calls this when its session is gone for good (it then reconnects)."""
-    await ensure_session(request)
-    return Response(status_code=204)
-
-
 async def checkout(request: Request) -> Response:
     if request.method == "GET":
-        return HTMLResponse(checkout_page(request.session))
+        notice = (
+            "Your cart changed in another tab. Check it, then place the order again."
+            if "changed" in (request.query_params)
+            else ""
+        )
+        page = checkout_page(request.session, version=live_session(request).version, notice=notice)
+        # Always fetched afresh (the Back button too), so a form never starts from an old cart.
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
     form = await read_form(request)
     session = request.session
-    # Start from the cart as it is now, so what another tab added since this page rendered stays.
     current = session.get("cart")
     cart = {key: value for key, value in current.items() if key in PRODUCTS} if isinstance(current, dict) else {}
-    for product_id in PRODUCTS:
-        raw = form.get(f"qty-{product_id}", "").strip()
-        if raw.isascii() and raw.isdigit():
-            quantity = min(int(raw), MAX_QUANTITY)
-            if quantity:
-                cart[product_id] = quantity
-            else:
-                cart.pop(product_id, None)
-    note = form.get("note", "").strip()[:200]
-    if form.get("action") == "order" and cart:
+    if form.get("action") == "order":
+        # Only the cart this form showed may be ordered: not one changed since, nor the same one twice.
+        if form.get("version") != str(live_session(request).version) or not cart:
+            return RedirectResponse("/checkout?changed", status_code=303)
         placed = [order for order in session.get("orders", []) if isinstance(order, dict)]
+        number = int(placed[-1].get("number", 0)) + 1 if placed else 1
         total = sum(PRODUCTS[product_id].price * quantity for product_id, quantity in cart.items())
-        placed.append({"number": len(placed) + 1, "items": sum(cart.values()), "total": total})
-        session["orders"] = placed[-MAX_ORDERS:]
+        session["orders"] = [*placed, {"number": number, "items": sum(cart.values()), "total": total}][-MAX_ORDERS:]
         session.pop("cart", None)
         session.pop("note", None)
-    else:
-        if cart:
-            session["cart"] = cart
+        return RedirectResponse("/checkout", status_code=303)
+    # Apply only the fields changed on this page, so what other tabs did since it rendered stays.
+    for product_id in PRODUCTS:
+        quantity = form_quantity(form.get(f"qty-{product_id}"))
+        if quantity is None or quantity == form_quantity(form.get(f"was-qty-{product_id}")):
+            continue
+        if quantity:
+            cart[product_id] = quantity
         else:
-            session.pop("cart", None)
+            cart.pop(product_id, None)
+    if cart:
+        session["cart"] = cart
+    else:
+        session.pop("cart", None)
+    note = form.get("note", "").strip()[:200]
+    if note != form.get("was-note", "").strip()[:200]:
         if note:
             session["note"] = note
         else:
             session.pop("note", None)
     return RedirectResponse("/checkout", status_code=303)
+
+
+def form_quantity(raw: str | None) -> int | None:
+    """A quantity typed into the form, or None if it is not a small whole number."""
+    raw = (raw or "").strip()
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3):
+        return None
+    return min(int(raw), MAX_QUANTITY)
 
 
 async def login(request: Request) -> Response:
@@ -129,14 +144,21 @@ async def live(websocket: WebSocket) -> None:
     session = live_session(websocket)
 
     async def on_message(text: str) -> None:
+        if len(text) > MAX_MESSAGE_CHARS:
+            return
         try:
             change = cart_change(json.loads(text))
-        except ValueError:
+        except (ValueError, RecursionError):
             return
-        if change is not None:
-            # If the session ended meanwhile, the stream is about to say so and close.
-            with contextlib.suppress(SessionNotFound):
-                await session.modify(change)
+        if change is None:
+            return
+        try:
+            await session.modify(change)
+        except SessionNotFound:
+            pass  # it ended meanwhile: the stream is about to say so and close
+        except StoreUnavailable:
+            # Nothing was stored. Closing tells the page it is offline; it reconnects once the store is back.
+            await websocket.close(1013, "store unavailable")
 
     await stream_session(websocket, render=render_update, on_message=on_message)
 
@@ -174,12 +196,16 @@ def cart_change(message: Any) -> Callable[[dict[str, Any]], None] | None:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """A small urlencoded form (read without python-multipart, which Starlette's parser needs)."""
+    """A small urlencoded form from this site (read without python-multipart, which Starlette's parser needs)."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        # Another site's page posting here: it could sign the visitor in or out, or change their cart.
+        raise HTTPException(403, "Cross-site form refused")
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            return {}
+            raise HTTPException(413, "Form too large")
     return {name: values[0] for name, values in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
@@ -191,7 +217,6 @@ def create_app(store: Store | None = None, *, secret_key: str) -> Starlette:
     return Starlette(
         routes=[
             Route("/", shop),
-            Route("/session", new_session, methods=["POST"]),
             Route("/checkout", checkout, methods=["GET", "POST"]),
             Route("/summary", summary),
             Route("/events", events),

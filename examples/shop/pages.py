@@ -70,7 +70,7 @@ def cart(session: Session) -> str:
         for product, quantity in lines
     )
     return (
-        f'<h2>Your cart <span class="count">{count} item{"s" if count != 1 else ""}</span></h2>'
+        f'<h2>Your cart <span class="count">{plural(count, "item")}</span></h2>'
         f'<ul class="lines">{rows}</ul>'
         f'<p class="total">Subtotal <strong>{money(cart_total(session.get("cart")))}</strong></p>'
         f'{note_html}<a class="button" href="/checkout">Check out</a>'
@@ -82,11 +82,15 @@ def orders(session: Session) -> str:
     if not placed:
         return ""
     items = "".join(
-        f"<li>Order {escape(str(order.get('number')))}: {escape(str(order.get('items')))} items, "
+        f"<li>Order {escape(str(order.get('number')))}: {plural(order.get('items'), 'item')}, "
         f"{money(int(order.get('total', 0)))}</li>"
         for order in reversed(placed)
     )
     return f'<h2>Your orders</h2><ol class="orders">{items}</ol>'
+
+
+def plural(count: object, noun: str) -> str:
+    return f"{escape(str(count))} {noun}{'' if count == 1 else 's'}"
 
 
 # Region name -> (renderer, the session keys it shows). An update re-renders
@@ -137,12 +141,14 @@ def shop_page(session: Session) -> str:
     )
 
 
-def checkout_page(session: Session) -> str:
+def checkout_page(session: Session, *, version: int, notice: str = "") -> str:
+    """The classic form. Hidden fields carry what it showed, so the handler applies only what was changed."""
     lines = cart_lines(session.get("cart"))
     rows = "".join(
         f"<tr><td>{escape(product.name)}</td><td>{money(product.price)}</td>"
         f'<td><input type="number" name="qty-{product.id}" value="{quantity}" min="0" max="99" '
-        f'aria-label="Quantity of {escape(product.name)}"></td>'
+        f'aria-label="Quantity of {escape(product.name)}">'
+        f'<input type="hidden" name="was-qty-{product.id}" value="{quantity}"></td>'
         f"<td>{money(product.price * quantity)}</td></tr>"
         for product, quantity in lines
     )
@@ -160,7 +166,9 @@ def checkout_page(session: Session) -> str:
 <p class="hint">This page is plain HTML: no JavaScript and no WebSocket. Its form is handled by an ordinary
 Starlette endpoint through <code>request.session</code>, and every change it makes shows up live in the shop's
 other tabs.</p>
-<form method="post" action="/checkout">{table}
+{f'<p class="notice">{escape(notice)}</p>' if notice else ""}
+<form method="post" action="/checkout">{table}<input type="hidden" name="version" value="{version}">
+<input type="hidden" name="was-note" value="{note_text}">
 <label>Note for the courier <textarea name="note" maxlength="200" rows="2">{note_text}</textarea></label>
 <div class="actions"><button name="action" value="update" class="quiet">Update cart</button>{order_button}</div>
 </form><p><a href="/">&larr; Back to the shop</a></p></section>

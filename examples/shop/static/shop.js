@@ -4,12 +4,15 @@
 
 const status = document.getElementById("status");
 const ENDED = ["destroyed", "regenerated", "expired"];
+const WAIT_FOR_NEW_COOKIE_MS = 5000;
 let socket = null;
 let failures = 0;
+let endedAt = null; // when this tab's session ended or got a new id
 
 function setStatus(state, text) {
   status.dataset.state = state;
   status.textContent = text;
+  document.body.dataset.live = state; // the CSS greys out actions unless "live"
 }
 
 function apply(message) {
@@ -27,25 +30,33 @@ function connect() {
   socket = new WebSocket(scheme + location.host + "/live");
   socket.onmessage = (event) => {
     failures = 0;
+    endedAt = null;
     apply(JSON.parse(event.data));
   };
   socket.onclose = (event) => {
     socket = null;
     if (event.code === 1000 && ENDED.includes(event.reason)) {
-      // The session ended or got a new id: the tab that did it has (or is about to have) the new
-      // cookie, which this tab shares, so reconnect at once.
+      // Another tab signed in or out (or the session expired). That tab's response brings the
+      // cookie this tab shares; until it lands, this tab's cookie names a session that is gone.
+      endedAt = Date.now();
       connect();
       return;
     }
+    if (event.code === 4401) {
+      if (endedAt !== null && Date.now() - endedAt < WAIT_FOR_NEW_COOKIE_MS) {
+        setTimeout(connect, 150);
+      } else if (endedAt !== null) {
+        location.reload(); // no new cookie came (the session expired): the page starts a new session
+      } else {
+        setStatus("offline", "no session: reload the page");
+      }
+      return;
+    }
+    // The server restarted or the store is down (1012, 1013) or the network went: back off.
     setStatus("offline", "offline, reconnecting");
     failures += 1;
-    const delay = Math.min(100 * 2 ** failures, 5000);
-    if (event.code === 4401 && failures >= 3) {
-      // Still no session after a few tries (it expired, say): start a new one.
-      fetch("/session", { method: "POST" }).finally(() => setTimeout(connect, delay));
-    } else {
-      setTimeout(connect, delay);
-    }
+    const delay = Math.min(250 * 2 ** failures, 5000);
+    setTimeout(connect, delay / 2 + Math.random() * delay / 2);
   };
 }
 
