@@ -285,7 +285,7 @@ async def test_a_retried_commit_is_not_applied_twice(redis_url: str) -> None:
     try:
         await store.commit("k", {"n": "0"}, (), ttl=60, create=True)
         keys = [store._hash("k"), store._channel("k")]
-        args = [60_000, 0, 1, 0, 65536, scripts.FORMAT, "same-commit-id", 1, "n", "1"]
+        args = [60_000, 0, 1, 0, 65536, scripts.FORMAT, "same-commit-id", "", 1, "n", "1"]
         first = await store._run(scripts.COMMIT, keys, args, write=True)
         again = await store._run(scripts.COMMIT, keys, args, write=True)  # as after a lost reply
         assert first[1] == again[1] == 2  # applied once, and the retry reports success, not a conflict

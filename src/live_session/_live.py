@@ -95,14 +95,16 @@ class Connection:
         self.key = store_key(session_id) if session_id is not None else None
 
 
-async def create_session(store: Store, data: Mapping[str, Any], ttl: float) -> tuple[str, Record]:
+async def create_session(
+    store: Store, data: Mapping[str, Any], ttl: float, lifetime: float | None = None
+) -> tuple[str, Record]:
     """Store ``data`` as a new session under a fresh id; returns the id and the stored record.
 
     Raises TypeError (naming the key) for a value that is not JSON-compatible, and
     SessionTooLarge past the store's limit; nothing is stored then.
     """
     session_id = new_session_id()
-    record = await store.commit(store_key(session_id), encode_all(data), (), ttl=ttl, create=True)
+    record = await store.commit(store_key(session_id), encode_all(data), (), ttl=ttl, create=True, lifetime=lifetime)
     assert record is not None  # create=True always yields a record
     return session_id, record
 
@@ -354,7 +356,8 @@ class LiveSession:
             return
         self._need_response("ensure_session()")
         session = state.session
-        session_id, record = await create_session(self._store, session, self._ttl)
+        middleware = state.middleware
+        session_id, record = await create_session(self._store, session, self._ttl, middleware.absolute_timeout)
         state.adopt(session_id)
         state.cookie = "set"
         session._reset(dict(session), record.data)

@@ -22,15 +22,19 @@ logger = logging.getLogger("live_session")
 
 
 class _Entry:
-    __slots__ = ("bucket", "data", "expires_at", "version")
+    __slots__ = ("bucket", "data", "deadline", "expires_at", "version")
 
-    def __init__(self, data: dict[str, str], version: int, expires_at: float, bucket: int) -> None:
+    def __init__(self, data: dict[str, str], version: int, deadline: float, bucket: int) -> None:
         # Never mutated once stored: a commit builds a new dict, so records handed
         # out by load() and updates in subscriber queues stay as they were.
         self.data = data
         self.version = version
-        self.expires_at = expires_at
+        self.deadline = deadline  # the absolute lifetime's end (inf: none)
+        self.expires_at = deadline
         self.bucket = bucket
+
+    def extend(self, now: float, ttl: float) -> None:
+        self.expires_at = min(now + ttl, self.deadline)
 
 
 class MemoryStore(Store):
@@ -38,7 +42,10 @@ class MemoryStore(Store):
 
     Expired sessions are never returned, and a background task started on
     demand removes them every ``clean_interval`` seconds, telling their
-    subscribers ``expired``. Sessions are filed by expiry time in buckets
+    subscribers ``expired``. At most ``max_sessions`` are held (None: no
+    bound): storing one more evicts the longest idle (to within
+    ``clean_interval``), whose subscribers are told ``evicted``, so a flood of
+    new sessions cannot exhaust memory. Sessions are filed by expiry time in buckets
     ``clean_interval`` wide, so a sweep costs in proportion to what expires,
     not to what is stored. It is safe to share between threads and event loops::
 
@@ -46,13 +53,25 @@ class MemoryStore(Store):
         app = Starlette(middleware=[Middleware(LiveSessionMiddleware, secret_key=KEY, store=store)])
     """
 
-    def __init__(self, *, clean_interval: float = 60.0, max_session_size: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        *,
+        clean_interval: float = 60.0,
+        max_session_size: int = 64 * 1024,
+        max_sessions: int | None = 100_000,
+    ) -> None:
         if not (clean_interval > 0 and math.isfinite(clean_interval)):
             raise ValueError(f"clean_interval must be a positive number of seconds, got {clean_interval!r}")
         if max_session_size < 2:
             raise ValueError(f"max_session_size must be at least 2 bytes, got {max_session_size!r}")
+        if max_sessions is not None and max_sessions < 1:
+            raise ValueError(f"max_sessions must be at least 1 (or None for no bound), got {max_sessions!r}")
         self.clean_interval = clean_interval
         self.max_session_size = max_session_size
+        self.max_sessions = max_sessions
+        self._limit = max_sessions if max_sessions is not None else math.inf
+        self._evicted = 0
+        self._next_eviction_log = -math.inf
         self._clock: Callable[[], float] = time.monotonic
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
@@ -101,25 +120,53 @@ class MemoryStore(Store):
 
     def sweep(self) -> int:
         """Remove the sessions that have expired now; returns how many. The background task calls this."""
-        now = self._clock()
-        removed = 0
         with self._lock:
-            heap = self._bucket_heap
-            while heap and heap[0] * self.clean_interval <= now:
-                bucket = heapq.heappop(heap)
-                for key in self._buckets.pop(bucket, ()):
-                    entry = self._entries.get(key)
-                    if entry is None:
-                        continue
-                    if entry.expires_at <= now:
-                        self._drop(key, entry, "expired")
-                        removed += 1
-                    else:  # float rounding put it a hair early: file it in the next bucket
-                        entry.bucket = -1
-                        self._file(key, entry, at_least=bucket + 1)
+            removed = self._sweep(self._clock())
         if removed:
             logger.debug("memory store swept %d expired sessions", removed)
         return removed
+
+    def _sweep(self, now: float) -> int:
+        removed = 0
+        heap = self._bucket_heap
+        while heap and heap[0] * self.clean_interval <= now:
+            bucket = heapq.heappop(heap)
+            for key in self._buckets.pop(bucket, ()):
+                entry = self._entries.get(key)
+                if entry is None:
+                    continue
+                if entry.expires_at <= now:
+                    self._drop(key, entry, "expired")
+                    removed += 1
+                else:  # float rounding put it a hair early: file it in the next bucket
+                    entry.bucket = -1
+                    self._file(key, entry, at_least=bucket + 1)
+        return removed
+
+    def _make_room(self, now: float) -> None:
+        """Before a new session is stored at ``max_sessions``: drop the expired, then evict the longest idle."""
+        if len(self._entries) < self._limit or (self._sweep(now) and len(self._entries) < self._limit):
+            return
+        heap = self._bucket_heap
+        # The earliest bucket holds the sessions that expire first: with one idle timeout for all,
+        # the ones idle longest (to within clean_interval).
+        while heap and len(self._entries) >= self._limit:
+            keys = self._buckets.get(heap[0])
+            if not keys:
+                self._buckets.pop(heapq.heappop(heap), None)
+                continue
+            key = keys.pop()
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._drop(key, entry, "evicted")
+                self._evicted += 1
+        if now >= self._next_eviction_log:
+            self._next_eviction_log = now + 60
+            logger.warning(
+                "memory store is full (max_sessions=%d): evicted %d longest-idle sessions so far",
+                self.max_sessions,
+                self._evicted,
+            )
 
     # -- background work, started on demand in whatever event loop is running --
 
@@ -171,7 +218,7 @@ class MemoryStore(Store):
             if entry is None:
                 return None
             if ttl is not None:
-                entry.expires_at = now + ttl
+                entry.extend(now, ttl)
                 self._file(key, entry)
             return Record(entry.data, entry.version)
 
@@ -185,6 +232,7 @@ class MemoryStore(Store):
         create: bool = False,
         expected_version: int | None = None,
         drop_if_empty: bool = False,
+        lifetime: float | None = None,
     ) -> Record | None:
         self._ensure_sweeper()
         with self._lock:
@@ -199,7 +247,7 @@ class MemoryStore(Store):
             changed = frozenset(k for k, text in changes.items() if current.get(k) != text)
             gone = frozenset(k for k in removed if k in current and k not in changes)
             if entry is not None and not changed and not gone:
-                entry.expires_at = now + ttl
+                entry.extend(now, ttl)
                 self._file(key, entry)
                 return Record(entry.data, entry.version)
             data = {k: text for k, text in current.items() if k not in gone}
@@ -213,12 +261,13 @@ class MemoryStore(Store):
                     f"session would be {size} bytes serialised, over max_session_size={self.max_session_size}"
                 )
             if entry is None:
-                entry = _Entry(data, version + 1, now + ttl, -1)
+                self._make_room(now)
+                entry = _Entry(data, version + 1, now + lifetime if lifetime is not None else math.inf, -1)
                 self._entries[key] = entry
             else:
                 entry.data = data
                 entry.version = version + 1
-                entry.expires_at = now + ttl
+            entry.extend(now, ttl)
             self._file(key, entry)
             self._hub.publish(key, SessionUpdate(entry.version, "updated", data, changed, gone))
             return Record(data, entry.version)
@@ -240,7 +289,8 @@ class MemoryStore(Store):
                 return None
             del self._entries[key]
             self._unfile(key, entry)
-            moved = _Entry(entry.data, entry.version + 1, now + ttl, -1)
+            moved = _Entry(entry.data, entry.version + 1, entry.deadline, -1)
+            moved.extend(now, ttl)
             self._entries[new_key] = moved
             self._file(new_key, moved)
             self._hub.publish(key, SessionUpdate(moved.version, "regenerated", entry.data))

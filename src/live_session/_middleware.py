@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -41,7 +42,9 @@ class LiveSessionMiddleware:
     ``secret_key`` may be a list: the first key signs, every key verifies.
     ``store`` defaults to a new ``MemoryStore``. ``idle_timeout`` is how long
     the server keeps an unused session (default: ``max_age``, or 14 days when
-    ``max_age`` is None). A WebSocket handshake carrying a session cookie from
+    ``max_age`` is None); ``absolute_timeout``, if set, ends every session
+    that many seconds after it was created, however active it is (its
+    subscribers are told ``expired``). A WebSocket handshake carrying a session cookie from
     an ``Origin`` other than the app's own host, or one of ``allowed_origins``,
     is refused with 403. Valid cookies of Starlette's ``SessionMiddleware``
     signed with the same key become server-side sessions on first use.
@@ -61,6 +64,7 @@ class LiveSessionMiddleware:
         *,
         store: Store | None = None,
         idle_timeout: float | None = None,
+        absolute_timeout: float | None = None,
         allowed_origins: Sequence[str] = (),
         migrate_starlette_cookies: bool = True,
     ) -> None:
@@ -72,8 +76,11 @@ class LiveSessionMiddleware:
         self.path = path
         self.store: Store = store if store is not None else MemoryStore()
         if idle_timeout is None:
-            idle_timeout = _FOURTEEN_DAYS if max_age is None else max_age
-        self.idle_timeout = float(idle_timeout)
+            # As in Starlette, max_age <= 0 is accepted: such a session is gone at once.
+            self.idle_timeout = float(_FOURTEEN_DAYS if max_age is None else max_age)
+        else:
+            self.idle_timeout = _positive("idle_timeout", idle_timeout)
+        self.absolute_timeout = None if absolute_timeout is None else _positive("absolute_timeout", absolute_timeout)
         self.allowed_origins = frozenset(origin.lower().rstrip("/") for origin in allowed_origins)
         self.migrate_starlette_cookies = migrate_starlette_cookies
         # Attribute names and case exactly as Starlette writes them, for code that reads the header.
@@ -175,7 +182,7 @@ class LiveSessionMiddleware:
     async def _migrate(self, state: Connection, legacy: dict[str, Any]) -> None:
         """Turn a Starlette cookie session into a stored one, before the app runs; drop it if it cannot be."""
         try:
-            session_id, record = await create_session(self.store, legacy, self.idle_timeout)
+            session_id, record = await create_session(self.store, legacy, self.idle_timeout, self.absolute_timeout)
         except (TypeError, SessionTooLarge) as error:
             logger.warning("dropped a Starlette session cookie that cannot be migrated: %s", error)
             state.session._reset({}, {})
@@ -195,7 +202,9 @@ class LiveSessionMiddleware:
         cookie = state.cookie
         if state.key is None:
             if session and session.modified:
-                session_id, state.record = await create_session(self.store, session, self.idle_timeout)
+                session_id, state.record = await create_session(
+                    self.store, session, self.idle_timeout, self.absolute_timeout
+                )
                 state.adopt(session_id)
                 cookie = "set"
         elif session.modified or session.accessed:
@@ -290,6 +299,13 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send, status: 
         await send({"type": "websocket.http.response.body", "body": text.encode()})
     else:  # servers answer a close before accept with 403
         await send({"type": "websocket.close", "code": code})
+
+
+def _positive(name: str, seconds: float) -> float:
+    value = float(seconds)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number of seconds, got {seconds!r}")
+    return value
 
 
 def _strip_default_port(netloc: str) -> str:

@@ -205,6 +205,7 @@ class RedisStore(Store):
         create: bool = False,
         expected_version: int | None = None,
         drop_if_empty: bool = False,
+        lifetime: float | None = None,
     ) -> Record | None:
         args: list[Any] = [
             _ms(ttl),
@@ -214,6 +215,7 @@ class RedisStore(Store):
             self.max_session_size,
             scripts.FORMAT,
             secrets.token_hex(8),  # lets a retried commit see it already ran
+            "" if lifetime is None else _ms(lifetime),
             len(changes),
         ]
         for name, text in changes.items():

@@ -49,6 +49,7 @@ class Store(ABC):
         create: bool = False,
         expected_version: int | None = None,
         drop_if_empty: bool = False,
+        lifetime: float | None = None,
     ) -> Record | None:
         """Set ``changes`` and delete ``removed`` in one atomic step, bump the version and broadcast.
 
@@ -61,6 +62,11 @@ class Store(ABC):
         ``drop_if_empty``, a session left with no keys is deleted (and its
         subscribers told ``destroyed``); the returned record is then empty.
         Raises ``SessionTooLarge`` (and stores nothing) past the size limit.
+
+        ``ttl`` is the idle lifetime from now. ``lifetime``, given with
+        ``create``, is the absolute one: however often it is loaded or changed,
+        the session expires at most ``lifetime`` seconds after it was created
+        (a regeneration keeps that deadline).
         """
 
     @abstractmethod

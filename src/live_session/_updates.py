@@ -9,10 +9,10 @@ from ._values import decode_all
 
 __all__ = ["TERMINAL_REASONS", "Reason", "SessionUpdate"]
 
-Reason = Literal["snapshot", "updated", "destroyed", "expired", "regenerated"]
+Reason = Literal["snapshot", "updated", "destroyed", "expired", "regenerated", "evicted"]
 
 # After one of these the session id is gone, and the subscription ends.
-TERMINAL_REASONS: frozenset[str] = frozenset({"destroyed", "expired", "regenerated"})
+TERMINAL_REASONS: frozenset[str] = frozenset({"destroyed", "expired", "regenerated", "evicted"})
 
 
 class SessionUpdate:

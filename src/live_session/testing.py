@@ -22,11 +22,14 @@ async def seed_session(
     *,
     secret_key: str | Secret | Sequence[str | Secret],
     ttl: float = _FOURTEEN_DAYS,
+    lifetime: float | None = None,
 ) -> str:
-    """Store a new session holding ``data`` and return the cookie value that carries it::
+    """Store a new session holding ``data`` and return the cookie value that carries it.
+
+    ``ttl`` and ``lifetime`` are its idle and absolute lifetimes in seconds::
 
     cookie = await seed_session(store, {"user": "ada"}, secret_key=KEY)
     client.cookies.set("session", cookie)
     """
-    session_id, _ = await create_session(store, data, ttl)
+    session_id, _ = await create_session(store, data, ttl, lifetime)
     return CookieSigner(_secret_keys(secret_key)).sign(session_id, int(time.time()))

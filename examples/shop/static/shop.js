@@ -3,7 +3,7 @@
 "use strict";
 
 const status = document.getElementById("status");
-const ENDED = ["destroyed", "regenerated", "expired"];
+const ENDED = ["destroyed", "regenerated", "expired", "evicted"];
 const WAIT_FOR_NEW_COOKIE_MS = 5000;
 let socket = null;
 let failures = 0;
