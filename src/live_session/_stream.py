@@ -42,7 +42,7 @@ async def stream_session(
     """Accept the WebSocket (if needed) and send every update of its session as JSON.
 
     The first message is the current snapshot. It returns when the client
-    disconnects, or after the update that ends the session (``destroyed``,
+    disconnects, or after the update that ends the session (``destroyed``, ``evicted``,
     ``expired``, ``regenerated``: the socket is then closed with code 1000 and
     the reason as close reason, so the page can reconnect or show it). Text
     messages from the client go to ``on_message``. Without a session the socket
