@@ -93,7 +93,7 @@ def create_app(store: Store | None = None, *, secret_key: str) -> PyView:
     app = PyView(routes=[Route("/empty", empty_cart, methods=["POST"])])
     app.mount("/static", StaticFiles(packages=[("pyview", "static")]), name="static")
     app.add_live_view("/", CartView)
-    install(app, secret_key=secret_key, store=store or MemoryStore())
+    install(app, secret_key=secret_key, store=store if store is not None else MemoryStore())
     return app
 
 

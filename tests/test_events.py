@@ -155,3 +155,39 @@ async def test_event_names_that_would_break_the_stream_are_refused(store: Store,
         await started(stream)
         with pytest.raises(ValueError, match="event name"):
             await asyncio.wait_for(task, 5)
+
+
+async def test_a_client_gone_on_send_ends_the_stream_quietly(store: Store) -> None:
+    """ASGI 2.4 servers raise OSError from send once the client is gone."""
+    cookie = await seed_session(store, {"cart": ["tea"]}, secret_key=SECRET)
+
+    async def events(request: Request) -> Response:
+        return session_events(request)
+
+    app = make_app([Route("/events", events)], store=store)
+    headers = [(b"host", b"testserver"), (b"cookie", f"session={cookie}".encode())]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+        "method": "GET", "scheme": "http", "path": "/events", "raw_path": b"/events", "root_path": "",
+        "query_string": b"", "headers": headers, "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+    }  # fmt: skip
+    never = asyncio.Event()
+
+    async def receive() -> Message:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("client gone")
+
+    await asyncio.wait_for(app(scope, receive, send), 5)  # returns, raising nothing
+
+
+async def test_only_real_line_breaks_split_event_data(store: Store) -> None:
+    cookie = await seed_session(store, {}, secret_key=SECRET)
+    text = "one\u2028still one\x0cstill one\r\ntwo\rthree\n"
+    async with open_stream(store, cookie, render=lambda update: {"x": text}) as (stream, _):
+        await started(stream)
+        event = await stream.next_event()
+        assert event == "id: 1\nevent: x\ndata: one\u2028still one\x0cstill one\ndata: two\ndata: three\ndata: "

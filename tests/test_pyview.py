@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,7 +27,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from live_session import MemoryStore
-from live_session.pyview import install, maybe_subscribe, put_session
+from live_session.pyview import install, maybe_subscribe, put_session, session_for
 
 from .conftest import SECRET
 
@@ -240,3 +242,59 @@ def test_no_session_on_the_socket_closes_it_for_a_retry(store: MemoryStore) -> N
             with pytest.raises(WebSocketDisconnect) as closed:
                 tab.ws.receive_text()
             assert closed.value.code == 4000
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll a condition of the server (running in TestClient's thread), with a deadline."""
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_view_left_by_live_navigation_stops_following_at_once(client: TestClient, store: MemoryStore) -> None:
+    first, second = Tab(client), Tab(client)
+    with first.joined():
+        wait_until(lambda: len(store._hub) == 1, "the view did not subscribe")
+        first.send("phx_leave", {})  # the client navigates away; the WebSocket stays open
+        wait_until(lambda: len(store._hub) == 0, "the left view still follows the session")
+        second.ws = first.ws  # the next view joins on the same WebSocket
+        reply = second.send_first(
+            "phx_join",
+            {"url": "http://testserver/", "params": {"_csrf_token": second.csrf}, "session": second.page_session},
+        )
+        assert reply[4]["status"] == "ok"
+        wait_until(lambda: len(store._hub) == 1, "the new view did not subscribe")
+
+
+class EndsItsSession(LiveView[dict[str, Any]]):
+    """A view whose event ends the session, then goes on awaiting (as a slow handler does)."""
+
+    async def mount(self, socket: LiveViewSocket[dict[str, Any]], session: dict[str, Any]) -> None:
+        await maybe_subscribe(socket, session)
+        socket.context = {"visits": 0}
+
+    async def handle_event(self, event: str, payload: Any, socket: ConnectedLiveViewSocket[dict[str, Any]]) -> None:
+        await session_for(socket).destroy()
+        for _ in range(5):
+            await asyncio.sleep(0)  # the follower closes the socket meanwhile
+
+    async def render(self, assigns: dict[str, Any], meta: PyViewMeta) -> RenderedContent:
+        return LiveRender(VISITS, assigns, meta)
+
+
+def test_a_session_ended_inside_an_event_closes_the_view_cleanly(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = PyView()
+    app.add_live_view("/", EndsItsSession)
+    install(app, secret_key=SECRET, store=store)
+    with TestClient(app) as client:
+        tab = Tab(client)
+        with tab.joined():
+            tab.ws.send_text(json.dumps(["1", "9", tab.topic, "event", {"type": "click", "event": "x", "value": {}}]))
+            with pytest.raises(WebSocketDisconnect) as closed:
+                while True:
+                    tab.ws.receive_text()
+            assert closed.value.code == 4000
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]

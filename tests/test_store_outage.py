@@ -12,7 +12,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket
 
-from live_session import RedisStore
+from live_session import RedisStore, live_session
 
 from .conftest import make_app
 from .redis_server import RedisServer
@@ -33,7 +33,17 @@ def client(fresh_redis: RedisServer) -> Iterator[TestClient]:
         await websocket.accept()
         await websocket.send_json(dict(websocket.session))
 
-    routes = [Route("/write", write, methods=["POST"]), Route("/read", read), WebSocketRoute("/live", live)]
+    async def live_write(request: Request) -> JSONResponse:
+        fresh_redis.kill()
+        await live_session(request).put("theme", "dark")  # raises StoreUnavailable, in the app
+        return JSONResponse({"saved": True})
+
+    routes = [
+        Route("/write", write, methods=["POST"]),
+        Route("/live-write", live_write, methods=["POST"]),
+        Route("/read", read),
+        WebSocketRoute("/live", live),
+    ]
     store = RedisStore(fresh_redis.url, socket_timeout=1)
     with TestClient(make_app(routes, store=store)) as test_client:
         yield test_client
@@ -61,3 +71,9 @@ def test_reads_and_handshakes_get_503_until_the_store_is_back(client: TestClient
     assert client.get("/read").json() == {"cart": ["tea"]}  # persistence kept it
     with client.websocket_connect("/live") as ws:
         assert ws.receive_json() == {"cart": ["tea"]}
+
+
+def test_a_store_error_raised_by_the_app_is_a_503_too(client: TestClient) -> None:
+    client.post("/write")
+    response = client.post("/live-write")
+    assert response.status_code == 503 and "saved" not in response.text

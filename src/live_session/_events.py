@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,9 @@ from ._stream import update_message
 from ._updates import SessionUpdate
 
 __all__ = ["SessionEventStream", "session_events"]
+
+# What the event-stream format counts as a line break (str.splitlines() knows more).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _default_render(update: SessionUpdate) -> Mapping[str, Any]:
@@ -97,9 +101,10 @@ class SessionEventStream(Response):
                 for task in (stream, gone):
                     task.cancel()
                 await asyncio.gather(stream, gone, return_exceptions=True)
-            if not client_gone:
-                stream.result()  # re-raises what went wrong in the stream, if anything did
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if client_gone or isinstance(stream.exception(), OSError):
+                return  # the client went away (an ASGI 2.4 server raises OSError on send)
+            stream.result()  # re-raises what went wrong in the stream, if anything did
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream(self, updates: Subscription, send: Send) -> None:
         await _send(send, f"retry: {self.retry}\n\n")
@@ -123,7 +128,7 @@ def _format(update: SessionUpdate, events: Mapping[str, Any]) -> str:
         if not name or any(char in name for char in "\r\n:"):
             raise ValueError(f"an event name cannot be empty or hold a line break or colon: {name!r}")
         text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-        lines = "".join(f"data: {line}\n" for line in text.splitlines() or [""])
+        lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(text))
         chunks.append(f"id: {update.version}\nevent: {name}\n{lines}\n")
     return "".join(chunks)
 

@@ -75,7 +75,7 @@ class Connection:
         self.tasks: set[asyncio.Task[None]] | None = None
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``work`` until it ends or the connection does: the middleware cancels it when the app returns."""
+        """Run ``work`` until it ends or the WebSocket does: the middleware cancels it when the app returns."""
         task = asyncio.get_running_loop().create_task(work)
         if self.tasks is None:
             self.tasks = set()

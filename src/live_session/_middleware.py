@@ -177,7 +177,14 @@ class LiveSessionMiddleware:
                     return
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except StoreUnavailable as error:
+            if state.response_started:
+                raise
+            await _unavailable(scope, receive, send, error)  # a live write in the app, say
+        finally:
+            session._connection = None  # no reference cycle outlives the request
 
     async def _migrate(self, state: Connection, legacy: dict[str, Any]) -> None:
         """Turn a Starlette cookie session into a stored one, before the app runs; drop it if it cannot be."""

@@ -36,7 +36,7 @@ except ImportError as error:  # pragma: no cover - depends on what is installed
 __all__ = ["LiveSessionDep", "NewLiveSessionDep", "get_live_session", "get_new_live_session"]
 
 
-def get_live_session(connection: HTTPConnection) -> LiveSession:
+async def get_live_session(connection: HTTPConnection) -> LiveSession:
     """The connection's ``LiveSession`` (HTTP routes and WebSocket endpoints alike)."""
     return live_session(connection)
 

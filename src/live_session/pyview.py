@@ -4,7 +4,7 @@ Install with ``pip install 'live-session[pyview]'`` (pyview-web 0.9)::
 
     from pyview import LiveView, PyView
     from pyview.events import BaseEventHandler, InfoEvent, event, info
-    from live_session.pyview import install, maybe_subscribe, put_session
+    from live_session.pyview import install, maybe_subscribe, modify_session
 
     class Cart(BaseEventHandler, LiveView[dict]):
         async def mount(self, socket, session):
@@ -13,7 +13,9 @@ Install with ``pip install 'live-session[pyview]'`` (pyview-web 0.9)::
 
         @event("add")
         async def add(self, event, payload, socket):
-            await put_session(socket, "cart", [*socket.context["cart"], payload["item"]])
+            # Atomic: two tabs adding at once both count. (Not put_session(socket, "cart",
+            # socket.context["cart"] + [item]): the context may lag behind the store.)
+            await modify_session(socket, lambda data: data.setdefault("cart", []).append(payload["item"]))
 
         @info("live_session_updated")
         async def on_session(self, event: InfoEvent, socket):
@@ -21,7 +23,7 @@ Install with ``pip install 'live-session[pyview]'`` (pyview-web 0.9)::
 
     app = PyView()
     app.add_live_view("/", Cart)
-    install(app, secret_key="change-me")
+    install(app, secret_key="change-me")  # after any change to app.rootTemplate
 
 Every change to the session, from this view, another tab, another process or
 a plain HTTP handler, reaches ``handle_info`` as ``InfoEvent("live_session_updated",
@@ -44,7 +46,7 @@ import contextlib
 import importlib.metadata
 import logging
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -90,8 +92,8 @@ logger = logging.getLogger("live_session")
 
 # One follower task per connected socket.
 _followers: weakref.WeakKeyDictionary[Any, asyncio.Task[None]] = weakref.WeakKeyDictionary()
-# Per WebSocket: sockets (by PyView topic) waiting for PyView's reply to their join.
-_awaiting_join_reply: weakref.WeakKeyDictionary[WebSocket, dict[str, asyncio.Event]] = weakref.WeakKeyDictionary()
+# Per WebSocket: join replies waited for, and whether we closed it.
+_watched: weakref.WeakKeyDictionary[WebSocket, _Watched] = weakref.WeakKeyDictionary()
 
 
 def install(app: PyView, **options: Any) -> None:
@@ -101,7 +103,7 @@ def install(app: PyView, **options: Any) -> None:
     encrypted) and hands that copy to the connected ``mount``. With
     live-session the connected view reads the store instead, through
     ``maybe_subscribe``, so the page carries an empty copy and the data stays
-    on the server.
+    on the server. Call it after any change to ``app.rootTemplate``.
     """
     app.add_middleware(LiveSessionMiddleware, **options)
     render_page = app.rootTemplate
@@ -135,7 +137,7 @@ async def maybe_subscribe(
         await live._ensure()
         return dict(live.data)
     if socket in _followers:
-        return dict(session_for(socket).data)
+        return dict(await session_for(socket).refresh())
     state = _connection(socket.websocket)
     joined = _join_replied(socket)
     first: asyncio.Future[SessionUpdate] = asyncio.get_running_loop().create_future()
@@ -212,22 +214,57 @@ def _join_replied(socket: ConnectedLiveViewSocket[Any]) -> asyncio.Event:
     PyView offers no hook there, so the WebSocket's ``send_text`` is watched
     for the reply's frame (``[join_ref, ref, topic, "phx_reply", ...]``).
     """
-    websocket = socket.websocket
     event = asyncio.Event()
-    waiting = _awaiting_join_reply.get(websocket)
-    if waiting is None:
-        waiting = _awaiting_join_reply[websocket] = {}
+    _watch(socket.websocket).joins[socket.topic] = event
+    return event
+
+
+class _Watched:
+    """What is watched on one of PyView's WebSockets: join replies pending, and whether we closed it."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.joins: dict[str, asyncio.Event] = {}
+        self.closed = False
         send_text = websocket.send_text
 
         async def watched_send_text(data: str) -> None:
+            if self.closed:
+                return  # we closed it (the session ended): PyView's late replies have no one to reach
             await send_text(data)
-            if waiting:
+            if self.joins:
                 head = data[:512]
-                for topic in [topic for topic in waiting if f'"{topic}", "phx_reply"' in head]:
-                    waiting.pop(topic).set()
+                for topic in [topic for topic in self.joins if f'"{topic}", "phx_reply"' in head]:
+                    self.joins.pop(topic).set()
 
         websocket.send_text = watched_send_text  # type: ignore[method-assign]
-    waiting[socket.topic] = event
+
+
+def _watch(websocket: WebSocket) -> _Watched:
+    watched = _watched.get(websocket)
+    if watched is None:
+        watched = _watched[websocket] = _Watched(websocket)
+    return watched
+
+
+async def _close(websocket: WebSocket, reason: str) -> None:
+    """Close with 4000, so PyView's client reconnects with the browser's newest cookie."""
+    _watch(websocket).closed = True
+    try:
+        await websocket.close(CLOSE_SESSION_CHANGED, reason)
+    except Exception as error:  # already gone: nothing to tell
+        logger.debug("closing a PyView WebSocket that had already gone: %r", error)
+
+
+def _left(socket: ConnectedLiveViewSocket[Any]) -> asyncio.Event:
+    """An event set when PyView closes this view's socket (on leave, live navigation or disconnect)."""
+    event = asyncio.Event()
+    close: Callable[[], Awaitable[None]] = socket.close
+
+    async def watched_close() -> None:
+        event.set()
+        await close()
+
+    socket.close = watched_close  # type: ignore[method-assign]
     return event
 
 
@@ -239,23 +276,31 @@ async def _follow(
     max_queue: int,
 ) -> None:
     """Deliver the session's updates to the view, one at a time, until the socket or the session ends."""
+    left = asyncio.ensure_future(_left(socket).wait())
     try:
         async with live.subscribe(max_queue=max_queue) as updates:
             snapshot = await anext(updates, None)
             if snapshot is None:
                 raise SessionNotFound("the store closed")
-            first.set_result(snapshot)
+            if not first.done():  # else maybe_subscribe was cancelled
+                first.set_result(snapshot)
             await joined.wait()
-            async for update in updates:
-                if not socket.connected:
-                    return  # the view was left (live navigation); its WebSocket lives on
-                update = updates.merge_pending(update)
+            while True:
+                coming = asyncio.ensure_future(anext(updates))
+                await asyncio.wait([coming, left], return_when=asyncio.FIRST_COMPLETED)
+                if not coming.done():  # the view was left; with live navigation its WebSocket lives on
+                    coming.cancel()
+                    return
+                try:
+                    update = updates.merge_pending(coming.result())
+                except StopAsyncIteration:
+                    return  # the store closed
                 try:
                     await socket.send_info(InfoEvent(EVENT, update))
                 except Exception:
                     logger.exception("handle_info failed on a %s update; the view keeps following", update.reason)
                 if update.terminal:
-                    await socket.websocket.close(CLOSE_SESSION_CHANGED, update.reason)
+                    await _close(socket.websocket, update.reason)
                     return
     except asyncio.CancelledError:
         first.cancel()
@@ -266,9 +311,10 @@ async def _follow(
         else:
             first.set_exception(error)  # raised by maybe_subscribe, in mount
     finally:
+        left.cancel()
         _followers.pop(socket, None)
 
 
 async def _close_after(joined: asyncio.Event, websocket: WebSocket) -> None:
     await joined.wait()
-    await websocket.close(CLOSE_SESSION_CHANGED, "no session")
+    await _close(websocket, "no session")
