@@ -444,7 +444,9 @@ class RedisStore(Store):
         keys = list(state.watched)
         if not keys:
             return
-        async with state.client.pipeline(transaction=False) as pipe:
+        # One timeout for the whole check: the client's retries would hold the listener up to 4x longer
+        # on a silent network, and the listener is what notices the outage.
+        async with asyncio.timeout(self.socket_timeout), state.client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.exists(self._hash(key))
             exists = await pipe.execute()
