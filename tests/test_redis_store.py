@@ -193,32 +193,45 @@ async def test_pubsub_connection_killed_resubscribes(redis_url: str) -> None:
         await writer.aclose()
 
 
-def _modify_worker(url: str, cookie: str, tasks: int) -> None:
+def _modify_worker(url: str, cookie: str, process: int, tasks: int, updates: int) -> None:
     async def run() -> None:
         store = RedisStore(url)
         live = await open_live({"store": store}, cookie)
 
-        def add_one(data: dict[str, Any]) -> None:
-            data["counter"] += 1
+        async def task(n: int) -> None:
+            def bump(data: dict[str, Any]) -> None:
+                data["counter"] += 1
+                data[f"p{process}t{n}"] = data.get(f"p{process}t{n}", 0) + 1
 
-        await asyncio.gather(*(live.modify(add_one) for _ in range(tasks)))
+            for _ in range(updates):
+                await live.modify(bump)
+
+        await asyncio.gather(*(task(n) for n in range(tasks)))
         await store.aclose()
 
     asyncio.run(run())
 
 
 async def test_modify_across_four_processes_loses_nothing(redis_url: str) -> None:
+    """4 processes x 50 tasks, each task its own key plus one shared counter: every update is there."""
+    processes, tasks, updates = 4, 50, 5
     store = RedisStore(redis_url)
     cookie = await seed_session(store, {"counter": 0}, secret_key=SECRET)
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_modify_worker, args=(redis_url, cookie, 25)) for _ in range(4)]
+    workers = [
+        context.Process(target=_modify_worker, args=(redis_url, cookie, process, tasks, updates))
+        for process in range(processes)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
         await asyncio.to_thread(worker.join, 60)
-    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    assert [worker.exitcode for worker in workers] == [0] * processes
     record = await store.load(store_key(cookie.split(".")[0]))
-    assert record is not None and record.data["counter"] == "100"
+    assert record is not None
+    data = {name: json.loads(text) for name, text in record.data.items()}
+    expected = {f"p{p}t{n}": updates for p in range(processes) for n in range(tasks)}
+    assert data == {"counter": processes * tasks * updates, **expected}
     await store.aclose()
 
 
