@@ -380,3 +380,18 @@ async def test_channels_of_ended_sessions_are_unsubscribed(redis_url: str) -> No
     finally:
         await admin.aclose()
         await store.aclose()
+
+
+async def test_scripts_are_sent_again_after_redis_forgets_them(redis_url: str) -> None:
+    """Scripts run by hash (EVALSHA); after SCRIPT FLUSH (or a restart) the text is sent once more."""
+    store = RedisStore(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+        await client.script_flush()
+        record = await store.load("k")
+        assert record is not None and dict(record.data) == {"a": "1"}
+        assert await store.commit("k", {"a": "2"}, (), ttl=60) is not None
+    finally:
+        await client.aclose()
+        await store.aclose()

@@ -23,7 +23,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
+    from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("RedisStore needs the redis package: pip install 'live-session[redis]'") from error
@@ -181,7 +181,11 @@ class RedisStore(Store):
         state = await self._state()
         client = state.writer if write else state.client
         try:
-            return await client.eval(script, len(keys), *keys, *args)
+            try:
+                # By hash: the script's text crosses the network only the first time a server sees it.
+                return await client.evalsha(scripts.sha(script), len(keys), *keys, *args)
+            except NoScriptError:
+                return await client.eval(script, len(keys), *keys, *args)
         except RedisError as error:
             raise _unavailable(error) from error
         except OSError as error:

@@ -11,7 +11,16 @@ used, so Redis 6.2 and Valkey run them as they are.
 
 from __future__ import annotations
 
-__all__ = ["COMMIT", "DESTROY", "FORMAT", "LOAD", "REGENERATE"]
+import functools
+import hashlib
+
+__all__ = ["COMMIT", "DESTROY", "FORMAT", "LOAD", "REGENERATE", "sha"]
+
+
+@functools.cache
+def sha(script: str) -> str:
+    """The SHA1 that EVALSHA names a script by."""
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 # The record format this version writes; readers accept it and every older one.
 FORMAT = 1
