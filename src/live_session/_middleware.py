@@ -226,10 +226,7 @@ class LiveSessionMiddleware:
                 elif not record.data:
                     state.adopt(None)
                     cookie = "expire"
-                else:
-                    cookie = cookie or "set"
-            elif session.modified and session:
-                cookie = cookie or "set"
+                # Otherwise the cookie stays as it is: it holds only the id, which did not change.
         if cookie is None and state.key is not None and self._cookie_is_old(state.issued):
             # The load extended the server's lifetime; keep the browser's cookie in step.
             cookie = "set"
