@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 from live_session import MemoryStore, SessionConflict, SessionUpdate, Store, Subscription
+from live_session._values import encoded_size
 
 from .conftest import REDIS_NAMES, RedisServers
 
@@ -221,6 +222,13 @@ class MemoryMachine(StoreMachine):
         with store._lock:
             store._entries[key].expires_at = MemoryMachine.now
         assert await store.load(key) is None
+
+    @invariant()
+    def sizes_kept_up_to_date_match_a_full_count(self) -> None:
+        store = self.store
+        assert isinstance(store, MemoryStore)
+        for entry in store._entries.values():
+            assert (entry.parts + 1 if entry.data else 2) == encoded_size(entry.data)
 
 
 TestMemoryStore = MemoryMachine.TestCase

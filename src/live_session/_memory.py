@@ -14,7 +14,6 @@ from ._broadcast import Hub, Subscription
 from ._errors import SessionConflict, SessionNotFound, SessionTooLarge
 from ._store import Record, Store
 from ._updates import Reason, SessionUpdate
-from ._values import encoded_size
 
 __all__ = ["MemoryStore"]
 
@@ -22,9 +21,9 @@ logger = logging.getLogger("live_session")
 
 
 class _Entry:
-    __slots__ = ("bucket", "data", "deadline", "expires_at", "version")
+    __slots__ = ("bucket", "data", "deadline", "expires_at", "parts", "version")
 
-    def __init__(self, data: dict[str, str], version: int, deadline: float, bucket: int) -> None:
+    def __init__(self, data: dict[str, str], version: int, deadline: float, bucket: int, parts: int = 0) -> None:
         # Never mutated once stored: a commit builds a new dict, so records handed
         # out by load() and updates in subscriber queues stay as they were.
         self.data = data
@@ -32,9 +31,14 @@ class _Entry:
         self.deadline = deadline  # the absolute lifetime's end (inf: none)
         self.expires_at = deadline
         self.bucket = bucket
+        self.parts = parts  # the sum encoded_size() makes of data, kept up to date by commits
 
     def extend(self, now: float, ttl: float) -> None:
         self.expires_at = min(now + ttl, self.deadline)
+
+
+def _part(key: str, text: str) -> int:
+    return len(key.encode("utf-8")) + len(text) + 4
 
 
 class MemoryStore(Store):
@@ -255,21 +259,31 @@ class MemoryStore(Store):
             if not data and drop_if_empty and entry is not None:
                 self._drop(key, entry, "destroyed")
                 return Record({}, version + 1)
-            size = encoded_size(data)
+            # The size, counted as encoded_size() does, from what changed only.
+            parts = entry.parts if entry is not None else 0
+            for k in gone:
+                parts -= _part(k, current[k])
+            for k in changed:
+                if k in current:
+                    parts -= _part(k, current[k])
+                parts += _part(k, changes[k])
+            size = parts + 1 if data else 2
             if size > self.max_session_size:
                 raise SessionTooLarge(
                     f"session would be {size} bytes serialised, over max_session_size={self.max_session_size}"
                 )
             if entry is None:
                 self._make_room(now)
-                entry = _Entry(data, version + 1, now + lifetime if lifetime is not None else math.inf, -1)
+                entry = _Entry(data, version + 1, now + lifetime if lifetime is not None else math.inf, -1, parts)
                 self._entries[key] = entry
             else:
                 entry.data = data
                 entry.version = version + 1
+                entry.parts = parts
             entry.extend(now, ttl)
             self._file(key, entry)
-            self._hub.publish(key, SessionUpdate(entry.version, "updated", data, changed, gone))
+            if self._hub.has_subscribers(key):
+                self._hub.publish(key, SessionUpdate(entry.version, "updated", data, changed, gone))
             return Record(data, entry.version)
 
     async def destroy(self, key: str) -> bool:
@@ -289,7 +303,7 @@ class MemoryStore(Store):
                 return None
             del self._entries[key]
             self._unfile(key, entry)
-            moved = _Entry(entry.data, entry.version + 1, entry.deadline, -1)
+            moved = _Entry(entry.data, entry.version + 1, entry.deadline, -1, entry.parts)
             moved.extend(now, ttl)
             self._entries[new_key] = moved
             self._file(new_key, moved)

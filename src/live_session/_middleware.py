@@ -232,13 +232,16 @@ class LiveSessionMiddleware:
             cookie = "set"
         if not (session.accessed or cookie):
             return
-        headers = MutableHeaders(raw=message.setdefault("headers", []))
-        headers.add_vary_header("Cookie")
+        raw = message.setdefault("headers", [])
+        if any(name.lower() == b"vary" for name, _ in raw):
+            MutableHeaders(raw=raw).add_vary_header("Cookie")
+        else:
+            raw.append((b"vary", b"Cookie"))
         if cookie == "set" and state.session_id is not None:
             value = self.signer.sign(state.session_id, int(time.time()))
-            headers.append("Set-Cookie", self._set_cookie_prefix + value + self._set_cookie_suffix)
+            raw.append((b"set-cookie", (self._set_cookie_prefix + value + self._set_cookie_suffix).encode("latin-1")))
         elif cookie == "expire":
-            headers.append("Set-Cookie", self._expire_cookie)
+            raw.append((b"set-cookie", self._expire_cookie.encode("latin-1")))
 
     def _cookie_is_old(self, issued: int) -> bool:
         # Re-send a cookie past half its Max-Age, so the browser keeps it as long as the server keeps the session.
@@ -249,8 +252,10 @@ class LiveSessionMiddleware:
         raw = [value for name, value in scope["headers"] if name == b"cookie"]
         if not raw:
             return None
-        header = raw[0] if len(raw) == 1 else b"; ".join(raw)
-        return cookie_parser(header.decode("latin-1")).get(self._cookie_name)
+        header = (raw[0] if len(raw) == 1 else b"; ".join(raw)).decode("latin-1")
+        if ";" not in header and header.startswith(self._set_cookie_prefix):
+            return header[len(self._set_cookie_prefix) :].strip()  # only our cookie: no parsing needed
+        return cookie_parser(header).get(self._cookie_name)
 
     def _origin_allowed(self, scope: Scope) -> bool:
         origin = host = None
