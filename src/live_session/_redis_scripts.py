@@ -22,6 +22,7 @@ def sha(script: str) -> str:
     """The SHA1 that EVALSHA names a script by."""
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
+
 # The record format this version writes; readers accept it and every older one.
 FORMAT = 1
 
