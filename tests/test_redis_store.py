@@ -395,3 +395,13 @@ async def test_scripts_are_sent_again_after_redis_forgets_them(redis_url: str) -
     finally:
         await client.aclose()
         await store.aclose()
+
+
+async def test_a_burst_beyond_the_pool_size_waits_instead_of_failing(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    try:
+        await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+        records = await asyncio.gather(*(store.load("k", ttl=60) for _ in range(300)))
+        assert all(record is not None for record in records)
+    finally:
+        await store.aclose()

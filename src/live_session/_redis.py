@@ -37,6 +37,7 @@ logger = logging.getLogger("live_session")
 
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _MAX_BACKOFF = 1.0
+_MAX_CONNECTIONS = 100  # per client and event loop
 
 
 class _Watched:
@@ -125,7 +126,15 @@ class RedisStore(Store):
             "socket_connect_timeout": self.socket_timeout,
         }
         if self.url is not None:
-            return aioredis.Redis.from_url(self.url, **options)
+            # A blocking pool: past max_connections an operation waits (up to socket_timeout) for a
+            # free connection; redis-py's default pool would fail it at once, turning a burst of
+            # concurrent requests into 503s.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=_MAX_CONNECTIONS, timeout=self.socket_timeout, **options
+            )
+            client = aioredis.Redis(connection_pool=pool)
+            client.auto_close_connection_pool = True
+            return client
         # A given client serves as a template: its pool is tied to the loop it was used in,
         # so each loop gets its own pool with the same connection settings.
         assert self._given is not None
