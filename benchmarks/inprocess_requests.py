@@ -1,61 +1,49 @@
-"""Per-request cost, in process through ASGI: live-session's MemoryStore next to Starlette's SessionMiddleware.
+"""Per-request cost, in process through ASGI: live-session next to no middleware, Starlette and starsessions.
 
-Run: .venv/bin/python benchmarks/inprocess_requests.py   (after scripts/test or scripts/demo made .venv)
+Run: .venv/bin/python benchmarks/inprocess_requests.py [--requests 8000] [--rounds 7] [--no-redis]
+(after scripts/test or scripts/demo made .venv; the Redis cases start their own redis-server).
 
-The same Starlette app (one route reads the session, one changes a key of a session holding a
-user id and a 10-item cart) is driven directly through ASGI, with no network, so what differs
-is the session layer. Every figure comes from the same run; rounds are interleaved and the best
-of them is kept, and ratios are what to compare across machines.
+The same Starlette app (one route reads the user id of a session holding a user id and a 10-item
+cart, one changes one key) is driven directly through ASGI, one request at a time, with no
+network, so what differs is the session layer. Configurations: no session middleware (the limit),
+Starlette's SessionMiddleware, starsessions with its memory and Redis stores, live-session with
+MemoryStore and RedisStore, and routes that make exactly one (read) and two (read then write)
+plain redis-py round trips, the limits for a session in Redis. Every figure comes from the same
+run; rounds are interleaved and the best of them is kept; ratios are what to compare across
+machines.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import base64
-import json
+import contextlib
 import time
-from typing import Any
 
-import itsdangerous
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from benchlib import (
+    REDIS_CONFIGS,
+    BenchApp,
+    PartResult,
+    build_app,
+    case_name,
+    machine,
+    redis_server,
+    request_cases,
+    request_report,
+)
 from starlette.types import ASGIApp, Message
 
-from live_session import LiveSessionMiddleware, MemoryStore
-from live_session.testing import seed_session
-
-SECRET = "benchmark-secret"  # noqa: S105 - a benchmark, not a deployment
-SESSION = {"user": 42, "cart": [{"sku": f"item-{i}", "qty": i + 1} for i in range(10)]}
-REQUESTS = 20_000
-ROUNDS = 5
+REQUESTS = 8_000
+REDIS_REQUESTS = 2_400  # a round trip each: fewer, so a round takes about as long
+ROUNDS = 7
+COMMAND = ".venv/bin/python benchmarks/inprocess_requests.py"
 
 
-async def read(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(str(request.session.get("user")))
-
-
-async def write(request: Request) -> PlainTextResponse:
-    request.session["visits"] = request.session.get("visits", 0) + 1
-    return PlainTextResponse("ok")
-
-
-async def bare(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("42")
-
-
-def build(middleware: list[Middleware]) -> Starlette:
-    return Starlette(routes=[Route("/read", read), Route("/write", write), Route("/bare", bare)], middleware=middleware)
-
-
-async def drive(app: ASGIApp, path: str, cookie: str | None) -> float:
+def scope_for(path: str, cookie: str | None) -> dict[str, object]:
     headers = [(b"host", b"bench")]
     if cookie:
         headers.append((b"cookie", b"session=" + cookie.encode()))
-    template = {
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -70,49 +58,92 @@ async def drive(app: ASGIApp, path: str, cookie: str | None) -> float:
         "server": ("bench", 80),
     }
 
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
+
+async def receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def drive(app: ASGIApp, path: str, cookie: str | None, requests: int) -> float:
+    """Requests per second, one after another."""
+    template = scope_for(path, cookie)
 
     async def send(message: Message) -> None:
         pass
 
     started = time.perf_counter()
-    for _ in range(REQUESTS):
+    for _ in range(requests):
         await app(dict(template), receive, send)
-    return REQUESTS / (time.perf_counter() - started)
+    return requests / (time.perf_counter() - started)
 
 
-async def main() -> None:
-    starlette_cookie = (
-        itsdangerous.TimestampSigner(SECRET).sign(base64.b64encode(json.dumps(SESSION).encode())).decode()
+async def check(app: ASGIApp, path: str, cookie: str | None, route: str) -> None:
+    """One request, to make sure the configuration really reads (or writes) the seeded session."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope_for(path, cookie), receive, send)
+    status = sent[0]["status"]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    expected = b"42" if route == "read" else b"ok"
+    if status != 200 or (path != "/bare" and body != expected):
+        raise RuntimeError(f"{path}: got {status} {body!r}, expected 200 {expected!r}")
+
+
+async def measure(redis_url: str | None, requests: int, redis_requests: int, rounds: int) -> dict[str, float]:
+    cases = request_cases(redis_url is not None)
+    apps: dict[str, BenchApp] = {}
+    cookies: dict[str, str | None] = {}
+    for config, _ in cases:
+        if config not in apps:
+            apps[config] = build_app(config, redis_url)
+            cookies[config] = await apps[config].seed()
+    plan = []
+    for config, route in cases:
+        bench = apps[config]
+        path = bench.read_path if route == "read" else bench.write_path
+        await check(bench.app, path, cookies[config], route)
+        count = redis_requests if config in REDIS_CONFIGS else requests
+        await drive(bench.app, path, cookies[config], count // 10)  # warm up
+        plan.append((case_name(config, route), bench.app, path, cookies[config], count))
+    best = dict.fromkeys((name for name, *_ in plan), 0.0)
+    for _ in range(rounds):
+        for name, app, path, cookie, count in plan:
+            best[name] = max(best[name], await drive(app, path, cookie, count))
+    for bench in apps.values():
+        await bench.aclose()
+    return best
+
+
+def run(*, requests: int = REQUESTS, rounds: int = ROUNDS, with_redis: bool = True) -> PartResult:
+    with redis_server() if with_redis else contextlib.nullcontext(None) as url:
+        best = asyncio.run(measure(url, requests, requests * REDIS_REQUESTS // REQUESTS, rounds))
+    markdown, targets = request_report(best, "in process")
+    markdown = (
+        f"One Starlette app driven straight through ASGI (no sockets), one request at a time, "
+        f"{requests:,} requests per case ({requests * REDIS_REQUESTS // REQUESTS:,} for Redis), best of "
+        f"{rounds} interleaved rounds; Redis on 127.0.0.1. The session holds a user id and a "
+        "10-item cart; the read route reads the user id, the write route changes one key. The limit rows: "
+        "the route without any session middleware, and routes making one (GET) or two (GET, SET) plain "
+        "redis-py round trips.\n\n" + markdown
     )
-    store = MemoryStore()
-    ours_cookie = await seed_session(store, SESSION, secret_key=SECRET)
-    cases: dict[str, tuple[ASGIApp, str, str | None]] = {
-        "no session middleware (limit)": (build([]), "/bare", None),
-        "starlette read": (build([Middleware(SessionMiddleware, secret_key=SECRET)]), "/read", starlette_cookie),
-        "live-session memory read": (
-            build([Middleware(LiveSessionMiddleware, secret_key=SECRET, store=store)]),
-            "/read",
-            ours_cookie,
-        ),
-        "starlette write": (build([Middleware(SessionMiddleware, secret_key=SECRET)]), "/write", starlette_cookie),
-        "live-session memory write": (
-            build([Middleware(LiveSessionMiddleware, secret_key=SECRET, store=store)]),
-            "/write",
-            ours_cookie,
-        ),
-    }
-    best: dict[str, float] = dict.fromkeys(cases, 0.0)
-    for _ in range(ROUNDS):
-        for name, (app, path, cookie) in cases.items():
-            best[name] = max(best[name], await drive(app, path, cookie))
-    results: dict[str, Any] = {name: round(rate) for name, rate in best.items()}
-    for name, rate in results.items():
-        print(f"{name:32s} {rate:>8} req/s")
-    print(f"read  ratio live-session / starlette: {best['live-session memory read'] / best['starlette read']:.2f}x")
-    print(f"write ratio live-session / starlette: {best['live-session memory write'] / best['starlette write']:.2f}x")
+    return PartResult(
+        "inprocess", "Per-request cost, in process, every configuration", COMMAND, markdown, targets, {"rps": best}
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--requests", type=int, default=REQUESTS, help="requests per case and round (memory)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis configurations")
+    args = parser.parse_args()
+    result = run(requests=args.requests, rounds=args.rounds, with_redis=not args.no_redis)
+    print(f"Machine: {machine()}\n")
+    print(result.markdown, end="\n\n")
+    print(result.targets_table())
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
