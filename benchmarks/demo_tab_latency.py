@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import free_port
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +39,6 @@ OBSERVE = """() => { window.stamps = [];
     .observe(document.querySelector('[data-live="cart"]'), {childList: true}); }"""
 CLICK = """(selector) => { const t = performance.timeOrigin + performance.now();
   document.querySelector(selector).click(); return t; }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def main() -> None:
