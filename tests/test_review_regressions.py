@@ -53,6 +53,17 @@ def test_response_start_without_headers_key() -> None:
     assert status == 200 and any(name.lower() == b"set-cookie" for name, _ in headers)
 
 
+def test_response_headers_given_as_a_tuple() -> None:
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["session"]["seen"] = True
+        await send({"type": "http.response.start", "status": 200, "headers": ((b"x-app", b"1"),)})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    status, headers = call(LiveSessionMiddleware(raw, secret_key=SECRET), [])
+    names = [name.lower() for name, _ in headers]
+    assert status == 200 and b"x-app" in names and b"set-cookie" in names and b"vary" in names
+
+
 def test_cookie_refreshed_even_when_the_route_never_reads_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
     client = TestClient(make_app(max_age=1000))
     client.post("/update_session", json={"a": 1})

@@ -150,6 +150,7 @@ class LiveSessionMiddleware:
             try:
                 await self.app(scope, receive, send)
             finally:
+                session._connection = None
                 if state.tasks:
                     await state.cancel_tasks()
             return
@@ -232,7 +233,8 @@ class LiveSessionMiddleware:
             cookie = "set"
         if not (session.accessed or cookie):
             return
-        raw = message.setdefault("headers", [])
+        # ASGI allows any iterable of header pairs (a tuple, say): work on a list of our own.
+        raw = message["headers"] = list(message.get("headers", ()))
         if any(name.lower() == b"vary" for name, _ in raw):
             MutableHeaders(raw=raw).add_vary_header("Cookie")
         else:
