@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -119,3 +120,46 @@ def test_the_verified_cookie_cache_is_bounded_and_holds_only_intact_cookies() ->
         assert signer.unsign(cookie[:-1] + ("A" if cookie[-1] != "A" else "B")) is None
     assert len(signer._verified) <= 50
     assert all(signer.unsign(cookie) is not None for cookie in cookies)  # evicted ones verify again
+
+
+def _outcome(function: Any, argument: Any) -> tuple[Any, Any]:
+    try:
+        return ("ok", function(argument))
+    except Exception as error:  # the same error, with the same message
+        return (type(error), str(error))
+
+
+_reference_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_reference_decode = json.JSONDecoder().decode
+any_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(any_values)
+def test_encode_is_exactly_the_strict_compact_json_encoder(value: Any) -> None:
+    # The fast paths (scalars, the C encoder called directly) give the same text or the same error.
+    outcome = _outcome(encode, value)
+    assert outcome == _outcome(_reference_encode, value)
+    if outcome[0] == "ok":
+        assert repr(decode(outcome[1])) == repr(_reference_decode(outcome[1]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=30) | st.sampled_from([" 1", "1 ", "[1] x", "", "NaN", '"a', '{"a":1} ', "-0", "tru", "{}{}"]))
+def test_decode_accepts_and_refuses_exactly_what_json_does(text: str) -> None:
+    assert repr(_outcome(decode, text)) == repr(_outcome(_reference_decode, text))
+
+
+def test_encode_refuses_cycles_huge_ints_and_subclasses_as_json_does() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+
+    class Text(str):
+        pass
+
+    for value in (cycle, {"a": cycle}, 10**5000, Text("x"), True, 1.5, float("inf"), (1, 2)):
+        assert _outcome(encode, value) == _outcome(_reference_encode, value)
