@@ -28,6 +28,19 @@ async def test_create_load_commit_versions(store: Store) -> None:
     assert loaded is not None and loaded == updated
 
 
+async def test_records_handed_out_never_change(store: Store) -> None:
+    created = await store.commit("k", {"a": "1", "b": "2"}, (), ttl=TTL, create=True)
+    loaded = await store.load("k", ttl=TTL)
+    assert created is not None and loaded is not None
+    await store.commit("k", {"a": "10", "c": "3"}, ["b"], ttl=TTL)
+    same = await store.commit("k", {"a": "10"}, (), ttl=TTL)  # no effect
+    await store.regenerate("k", "k2", ttl=TTL)
+    await store.commit("k2", {}, ["a", "c"], ttl=TTL, drop_if_empty=True)
+    for record in (created, loaded):
+        assert dict(record.data) == {"a": "1", "b": "2"} and record.version == 1
+    assert same is not None and dict(same.data) == {"a": "10", "c": "3"} and same.version == 2
+
+
 async def test_commit_never_resurrects(store: Store) -> None:
     assert await store.commit("gone", {"a": "1"}, (), ttl=TTL) is None
     await store.commit("k", {"a": "1"}, (), ttl=TTL, create=True)

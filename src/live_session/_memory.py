@@ -19,19 +19,29 @@ __all__ = ["MemoryStore"]
 
 logger = logging.getLogger("live_session")
 
+_NONE: frozenset[str] = frozenset()
+
 
 class _Entry:
-    __slots__ = ("bucket", "data", "deadline", "expires_at", "parts", "version")
+    __slots__ = ("bucket", "data", "deadline", "expires_at", "parts", "record", "version")
 
     def __init__(self, data: dict[str, str], version: int, deadline: float, bucket: int, parts: int = 0) -> None:
         # Never mutated once stored: a commit builds a new dict, so records handed
         # out by load() and updates in subscriber queues stay as they were.
         self.data = data
         self.version = version
+        self.record = Record(data, version)  # what load() hands out, built once per change
         self.deadline = deadline  # the absolute lifetime's end (inf: none)
         self.expires_at = deadline
         self.bucket = bucket
         self.parts = parts  # the sum encoded_size() makes of data, kept up to date by commits
+
+    def change(self, data: dict[str, str], parts: int) -> Record:
+        self.data = data
+        self.version += 1
+        self.parts = parts
+        self.record = Record(data, self.version)
+        return self.record
 
     def extend(self, now: float, ttl: float) -> None:
         self.expires_at = min(now + ttl, self.deadline)
@@ -224,7 +234,7 @@ class MemoryStore(Store):
             if ttl is not None:
                 entry.extend(now, ttl)
                 self._file(key, entry)
-            return Record(entry.data, entry.version)
+            return entry.record
 
     async def commit(
         self,
@@ -237,6 +247,7 @@ class MemoryStore(Store):
         expected_version: int | None = None,
         drop_if_empty: bool = False,
         lifetime: float | None = None,
+        base: Record | None = None,
     ) -> Record | None:
         self._ensure_sweeper()
         with self._lock:
@@ -248,14 +259,17 @@ class MemoryStore(Store):
             version = entry.version if entry is not None else 0
             if expected_version is not None and expected_version != version:
                 raise SessionConflict(f"session changed (version {version}, expected {expected_version})")
-            changed = frozenset(k for k, text in changes.items() if current.get(k) != text)
-            gone = frozenset(k for k in removed if k in current and k not in changes)
+            changed = frozenset([k for k, text in changes.items() if current.get(k) != text])
+            gone = frozenset([k for k in removed if k in current and k not in changes]) if removed else _NONE
             if entry is not None and not changed and not gone:
                 entry.extend(now, ttl)
                 self._file(key, entry)
-                return Record(entry.data, entry.version)
-            data = {k: text for k, text in current.items() if k not in gone}
-            data.update(changes)
+                return entry.record
+            if gone:
+                data = {k: text for k, text in current.items() if k not in gone}
+                data.update(changes)
+            else:
+                data = {**current, **changes}
             if not data and drop_if_empty and entry is not None:
                 self._drop(key, entry, "destroyed")
                 return Record({}, version + 1)
@@ -276,15 +290,14 @@ class MemoryStore(Store):
                 self._make_room(now)
                 entry = _Entry(data, version + 1, now + lifetime if lifetime is not None else math.inf, -1, parts)
                 self._entries[key] = entry
+                record = entry.record
             else:
-                entry.data = data
-                entry.version = version + 1
-                entry.parts = parts
+                record = entry.change(data, parts)
             entry.extend(now, ttl)
             self._file(key, entry)
             if self._hub.has_subscribers(key):
                 self._hub.publish(key, SessionUpdate(entry.version, "updated", data, changed, gone))
-            return Record(data, entry.version)
+            return record
 
     async def destroy(self, key: str) -> bool:
         with self._lock:
@@ -308,7 +321,7 @@ class MemoryStore(Store):
             self._entries[new_key] = moved
             self._file(new_key, moved)
             self._hub.publish(key, SessionUpdate(moved.version, "regenerated", entry.data))
-            return Record(moved.data, moved.version)
+            return moved.record
 
     async def watch(self, key: str, subscription: Subscription) -> None:
         self._ensure_sweeper()
