@@ -18,8 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
-from live_session import RedisStore, SessionUpdate, StoreUnavailable
+from live_session import RedisStore, SessionTooLarge, SessionUpdate, StoreUnavailable
 from live_session._ids import store_key
+from live_session._store import Record
 from live_session.testing import seed_session
 
 from .conftest import SECRET, open_live
@@ -47,7 +48,8 @@ async def test_keys_are_hashes_of_the_id_and_values_json(redis_url: str) -> None
         assert session_id not in keys[0]
         stored = await client.hgetall(keys[0])
         commit_id = stored.pop("_c")
-        assert stored == {"k:cart": '["apple"]', "_v": "1", "_f": "1"} and len(commit_id) == 16
+        assert int(stored.pop("_e")) > time.time() * 1000
+        assert stored == {"k:cart": '["apple"]', "_v": "1", "_f": "2", "_s": "17"} and len(commit_id) == 16
         assert 0 < await client.ttl(keys[0]) <= 14 * 24 * 3600
     finally:
         await client.aclose()
@@ -298,7 +300,7 @@ async def test_a_retried_commit_is_not_applied_twice(redis_url: str) -> None:
     try:
         await store.commit("k", {"n": "0"}, (), ttl=60, create=True)
         keys = [store._hash("k"), store._channel("k")]
-        args = [60_000, 0, 1, 0, 65536, scripts.FORMAT, "same-commit-id", "", 1, "n", "1"]
+        args = [60_000, 0, 1, 0, 65536, scripts.FORMAT, "same-commit-id", "", int(time.time() * 1000), -1, 1, "n", "1"]
         first = await store._run(scripts.COMMIT, keys, args, write=True)
         again = await store._run(scripts.COMMIT, keys, args, write=True)  # as after a lost reply
         assert first[1] == again[1] == 2  # applied once, and the retry reports success, not a conflict
@@ -404,4 +406,66 @@ async def test_a_burst_beyond_the_pool_size_waits_instead_of_failing(redis_url: 
         records = await asyncio.gather(*(store.load("k", ttl=60) for _ in range(300)))
         assert all(record is not None for record in records)
     finally:
+        await store.aclose()
+
+
+async def test_a_format_1_record_is_read_and_written(redis_url: str) -> None:
+    """Records written before `_s` and `_e` existed: sizes are counted afresh, lifetimes extended."""
+    store = RedisStore(redis_url, max_session_size=40)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        name = store._hash("old")
+        await client.hset(name, mapping={"k:a": '"xxxxxxxxxx"', "_v": "3", "_f": "1", "_c": "c"})
+        await client.pexpire(name, 5_000)
+        record = await store.load("old", ttl=600)
+        assert record is not None and record.version == 3 and dict(record.data) == {"a": '"xxxxxxxxxx"'}
+        assert await client.pttl(name) > 500_000  # no `_e`: extended
+        # 1 + (1 + 12 + 4) = 18 bytes stored; 18 + (1 + 20 + 4) = 43 > 40 only if the old key is counted.
+        with pytest.raises(SessionTooLarge):
+            await store.commit("old", {"b": '"' + "y" * 18 + '"'}, (), ttl=600)
+        committed = await store.commit("old", {"b": "1"}, (), ttl=600, base=record)
+        assert committed == Record({"a": '"xxxxxxxxxx"', "b": "1"}, 4)
+        assert await client.hget(name, "_s") == str(17 + 6)
+    finally:
+        await client.aclose()
+        await store.aclose()
+
+
+async def test_reads_extend_the_lifetime_only_once_it_has_run_down(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.commit("k", {"a": "1"}, (), ttl=100, create=True)
+        name = store._hash("k")
+        await client.pexpire(name, 99_000)  # 1 s used of 100: within the slack (5 s)
+        assert await store.load("k", ttl=100) is not None
+        assert await client.pttl(name) <= 99_000
+        await client.hset(name, "_e", int(time.time() * 1000) + 50_000)  # half of it used
+        await client.pexpire(name, 50_000)
+        assert await store.load("k", ttl=100) is not None
+        assert await client.pttl(name) > 98_000
+        assert await store.load("k") is not None and await client.pttl(name) > 98_000
+    finally:
+        await client.aclose()
+        await store.aclose()
+
+
+async def test_a_gap_in_the_versions_makes_subscribers_re_read(redis_url: str) -> None:
+    """Messages carry only what changed; one that does not follow the last is not applied, the session is re-read."""
+    store = RedisStore(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.commit("k", {"a": "1", "b": "1"}, (), ttl=60, create=True)
+        async with store.subscribe("k") as updates:
+            assert (await next_update(updates)).session == {"a": 1, "b": 1}
+            # A change that reaches Redis without its message (as if the message were lost).
+            await client.hset(store._hash("k"), mapping={"k:b": "2", "_v": "2"})
+            message = {"v": 3, "r": "updated", "c": ["a"], "x": [], "d": {"a": "3"}}
+            await client.hset(store._hash("k"), mapping={"k:a": "3", "_v": "3"})
+            await client.publish(store._channel("k"), json.dumps(message))
+            update = await next_update(updates)
+            assert update.version == 3 and update.session == {"a": 3, "b": 2}
+            assert update.changed == {"a", "b"}
+    finally:
+        await client.aclose()
         await store.aclose()

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import secrets
+import time
 import weakref
 from collections.abc import AsyncGenerator, Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,12 @@ logger = logging.getLogger("live_session")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _MAX_BACKOFF = 1.0
 _MAX_CONNECTIONS = 100  # per client and event loop
+# How long a measured offset between this host's monotonic clock and the server's clock is trusted.
+_CLOCK_CHECK = 60.0
+# A read extends the idle lifetime only once it has run down by this share of it (at most a minute):
+# a session then ends between idle_timeout minus that slack and idle_timeout after its last use.
+_SLACK_SHARE = 0.05
+_MAX_SLACK_MS = 60_000
 
 
 class _Watched:
@@ -65,14 +72,25 @@ class _LoopState:
         self.connected = asyncio.Event()
         self.confirmations: dict[str, asyncio.Future[None]] = {}
         self.closer: AsyncGenerator[None, None] | None = None
+        # Operations in flight are bounded by a semaphore rather than redis-py's BlockingConnectionPool,
+        # whose every checkout costs a Condition and a timeout even when connections are free.
+        self.slots = asyncio.Semaphore(_MAX_CONNECTIONS)
+        # Server time (ms) minus time.monotonic() (ms), and when it was measured.
+        self.clock_offset = 0.0
+        self.clock_checked = -math.inf
+        # Sessions whose updates arrived with a gap in the versions: re-read them.
+        self.stale: set[str] = set()
 
 
 class RedisStore(Store):
     """Sessions in Redis 6.2+ or Valkey: they survive restarts and span processes and hosts.
 
-    Each request that reads a session costs one round trip (load and extend),
+    Each request that reads a session costs one round trip (a plain HGETALL),
     and each commit one more (apply, bump the version, set the TTL, publish, in
-    one Lua script). Expiry is Redis's own TTL. Each process keeps one pub/sub
+    one Lua script). Expiry is Redis's own TTL. A read extends the idle lifetime
+    only once 5 % of it (at most a minute) has run down, so a session ends
+    between ``idle_timeout`` minus that and ``idle_timeout`` after its last
+    use. Broadcasts carry only what changed. Each process keeps one pub/sub
     connection (per event loop) shared by all its subscribers, reconnects with
     backoff after an outage, and then re-reads every watched session so no view
     stays stale. While Redis is down, reads and writes raise ``StoreUnavailable``::
@@ -124,14 +142,12 @@ class RedisStore(Store):
             "retry_on_error": list(retry_on),
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_timeout,
+            "decode_responses": False,  # replies are parsed here, as bytes, whatever a given client decodes
         }
         if self.url is not None:
-            # A blocking pool: past max_connections an operation waits (up to socket_timeout) for a
-            # free connection; redis-py's default pool would fail it at once, turning a burst of
-            # concurrent requests into 503s.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, max_connections=_MAX_CONNECTIONS, timeout=self.socket_timeout, **options
-            )
+            # Past _MAX_CONNECTIONS operations wait for a slot (see _LoopState.slots); the few spare
+            # connections serve the listener's expiry checks.
+            pool = aioredis.ConnectionPool.from_url(self.url, max_connections=_MAX_CONNECTIONS + 4, **options)
             client = aioredis.Redis(connection_pool=pool)
             client.auto_close_connection_pool = True
             return client
@@ -144,6 +160,12 @@ class RedisStore(Store):
 
     async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = await self._new_state(loop)
+        return state
+
+    async def _new_state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
         state = self._states.get(loop)
         if state is None:
             state = self._states[loop] = _LoopState(
@@ -186,27 +208,80 @@ class RedisStore(Store):
     def _channel(self, key: str) -> str:
         return f"{self.prefix}c:{key}"
 
-    async def _run(self, script: str, keys: list[str], args: list[Any], *, write: bool = False) -> Any:
-        state = await self._state()
-        client = state.writer if write else state.client
+    async def _call(self, state: _LoopState, write: bool, *command: Any) -> Any:
+        """Run one command, waiting for a free slot if _MAX_CONNECTIONS are busy; outages become StoreUnavailable."""
+        slots = state.slots
         try:
-            try:
-                # By hash: the script's text crosses the network only the first time a server sees it.
-                return await client.evalsha(scripts.sha(script), len(keys), *keys, *args)
-            except NoScriptError:
-                return await client.eval(script, len(keys), *keys, *args)
+            if slots.locked():
+                async with asyncio.timeout(self.socket_timeout):
+                    await slots.acquire()
+            else:
+                await slots.acquire()  # free: returns at once
+        except TimeoutError as error:
+            raise StoreUnavailable("no Redis connection became free in time") from error
+        try:
+            client = state.writer if write else state.client
+            return await client.execute_command(*command)  # type: ignore[no-untyped-call]
         except RedisError as error:
             raise _unavailable(error) from error
         except OSError as error:
             raise StoreUnavailable(f"Redis is unreachable: {error}") from error
+        finally:
+            slots.release()
+
+    async def _run(
+        self, script: str, keys: list[str], args: list[Any], *, write: bool = False, state: _LoopState | None = None
+    ) -> Any:
+        if state is None:
+            state = await self._state()
+        try:
+            # By hash: the script's text crosses the network only the first time a server sees it.
+            return await self._call(state, write, "EVALSHA", scripts.sha(script), len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._call(state, write, "EVAL", script, len(keys), *keys, *args)
+
+    async def _server_now(self, state: _LoopState) -> int:
+        """The server's clock in ms, from this host's monotonic clock and an offset re-measured every minute."""
+        now = time.monotonic()
+        if now - state.clock_checked > _CLOCK_CHECK:
+            seconds, micros = await self._call(state, False, "TIME")
+            after = time.monotonic()
+            # The server read its clock somewhere in the round trip: take the middle.
+            state.clock_offset = int(seconds) * 1000 + int(micros) / 1000 - (now + after) * 500
+            state.clock_checked = now = after
+        return int(now * 1000 + state.clock_offset)
 
     # -- the contract --
 
     async def load(self, key: str, *, ttl: float | None = None) -> Record | None:
-        reply = await self._run(scripts.LOAD, [self._hash(key)], ["" if ttl is None else _ms(ttl)])
-        if not reply:
+        state = await self._state()
+        name = self._hash(key)
+        fields = await self._call(state, False, "HGETALL", name)
+        if not fields:
             return None
-        return Record(_pairs(reply[1]), int(reply[0]))
+        data: dict[str, str] = {}
+        version = ends = deadline = None
+        for field, value in fields.items():
+            if field[:2] == b"k:":
+                data[field[2:].decode()] = value.decode()
+            elif field == b"_v":
+                version = int(value)
+            elif field == b"_e":
+                ends = int(value)
+            elif field == b"_d":
+                deadline = int(value)
+        if version is None:
+            return None  # expired between fields: only a TOUCH's _e was left behind
+        if ttl is not None:
+            # Extend the idle lifetime only when it has run down by more than the slack: most reads
+            # are then one plain HGETALL, and a session in use still never ends before its time.
+            ttl_ms = _ms(ttl)
+            now = await self._server_now(state)
+            wanted = ttl_ms if deadline is None else min(ttl_ms, deadline - now)
+            run_down = ends is None or ends - now < wanted - min(ttl_ms * _SLACK_SHARE, _MAX_SLACK_MS)
+            if run_down and not await self._run(scripts.TOUCH, [name], [ttl_ms, now], state=state):
+                return None  # gone since the read
+        return Record(data, version)
 
     async def commit(
         self,
@@ -219,7 +294,11 @@ class RedisStore(Store):
         expected_version: int | None = None,
         drop_if_empty: bool = False,
         lifetime: float | None = None,
+        base: Record | None = None,
     ) -> Record | None:
+        state = await self._state()
+        if create:
+            base = None
         args: list[Any] = [
             _ms(ttl),
             int(create),
@@ -229,22 +308,30 @@ class RedisStore(Store):
             scripts.FORMAT,
             secrets.token_hex(8),  # lets a retried commit see it already ran
             "" if lifetime is None else _ms(lifetime),
+            await self._server_now(state),
+            -1 if base is None else base.version,
             len(changes),
         ]
         for name, text in changes.items():
             args += (name, text)
         args.extend(removed)
-        reply = await self._run(scripts.COMMIT, [self._hash(key), self._channel(key)], args, write=True)
-        status = _text(reply[0])
-        if status == "ok":
-            return Record(_pairs(reply[2]), int(reply[1]))
-        if status == "missing":
+        reply = await self._run(scripts.COMMIT, [self._hash(key), self._channel(key)], args, write=True, state=state)
+        status = reply[0]
+        if status == b"ok":
+            if len(reply) > 3:  # the session changed since `base`: the script sent what it holds
+                return Record(_pairs(reply[3]), int(reply[1]))
+            data = dict(base.data) if base is not None else {}
+            for name in removed:
+                data.pop(name, None)
+            data.update(changes)
+            return Record(data, int(reply[1]))
+        if status == b"missing":
             return None
-        if status == "dropped":
+        if status == b"dropped":
             return Record({}, int(reply[1]))
-        if status == "conflict":
+        if status == b"conflict":
             raise SessionConflict(f"session changed (version {reply[1]}, expected {expected_version})")
-        if status == "toolarge":
+        if status == b"toolarge":
             raise SessionTooLarge(
                 f"session would be {reply[1]} bytes serialised, over max_session_size={self.max_session_size}"
             )
@@ -254,8 +341,10 @@ class RedisStore(Store):
         return bool(await self._run(scripts.DESTROY, [self._hash(key), self._channel(key)], [], write=True))
 
     async def regenerate(self, key: str, new_key: str, *, ttl: float) -> Record | None:
+        state = await self._state()
         keys = [self._hash(key), self._hash(new_key), self._channel(key)]
-        reply = await self._run(scripts.REGENERATE, keys, [_ms(ttl), scripts.FORMAT, secrets.token_hex(8)], write=True)
+        args = [_ms(ttl), scripts.FORMAT, secrets.token_hex(8), await self._server_now(state)]
+        reply = await self._run(scripts.REGENERATE, keys, args, write=True, state=state)
         if not reply:
             return None
         return Record(_pairs(reply[1]), int(reply[0]))
@@ -383,6 +472,9 @@ class RedisStore(Store):
             if message is not None:
                 last_heard = now
                 self._handle(state, message)
+            if state.stale:
+                stale, state.stale = state.stale, set()
+                await self._resync(state, stale)
             if state.unsubscribe:
                 channels = [
                     channel for channel in state.unsubscribe if channel[len(self._channel("")) :] not in state.watched
@@ -413,8 +505,22 @@ class RedisStore(Store):
         if watched is None:
             return
         payload = json.loads(message["data"])
-        data = payload["d"] or {}
-        self._deliver(state, key, watched, int(payload["v"]), payload["r"], data, payload["c"], payload["x"])
+        version, reason, removed = int(payload["v"]), payload["r"], payload["x"] or ()
+        if version <= watched.version:
+            return  # late or duplicate
+        data: dict[str, str] = {}
+        if reason == "updated":
+            # A message carries only what changed: it applies to the version just before it.
+            if watched.version < 0:
+                return  # the subscriber's own read, on its way, is at least this new
+            if version != watched.version + 1:
+                state.stale.add(key)  # a message went missing: the pump re-reads the session
+                return
+            data.update(watched.data)
+            for name in removed:
+                data.pop(name, None)
+            data.update(payload["d"] or {})
+        self._deliver(state, key, watched, version, reason, data, payload["c"] or (), removed)
 
     def _deliver(
         self,
@@ -443,9 +549,15 @@ class RedisStore(Store):
             removed = [name for name in before if name not in record.data]
             self._deliver(state, key, watched, record.version, "updated", record.data, changed, removed)
 
-    async def _resync(self, state: _LoopState) -> None:
-        """After (re)connecting, bring every local subscriber to the session's current state."""
-        for key, watched in list(state.watched.items()):
+    async def _resync(self, state: _LoopState, keys: Collection[str] | None = None) -> None:
+        """Bring local subscribers to the session's current state: after (re)connecting, or a gap."""
+        if keys is None:
+            state.stale.clear()
+            keys = list(state.watched)
+        for key in keys:
+            watched = state.watched.get(key)
+            if watched is None:
+                continue
             record = await self.load(key)
             if record is None:
                 self._deliver(state, key, watched, watched.version + 1, "expired", {}, (), watched.data)

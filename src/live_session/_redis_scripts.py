@@ -1,12 +1,21 @@
-"""The Lua scripts that make each RedisStore operation one atomic server-side step.
+"""The Lua scripts that make each RedisStore write one atomic server-side step.
 
-A session is one hash: ``_v`` holds its version, ``_f`` the record format, ``_d``
-its absolute deadline (server time in ms, if it has one), and
-each session key ``name`` is the field ``k:name`` holding the value's JSON text.
-Changes are published on the session's channel as JSON:
-``{"v": version, "r": reason, "c": [changed], "x": [removed], "d": {name: json}}``.
-Only EVAL/EVALSHA, HGETALL, HSET, HGET, HDEL, DEL, RENAME, PEXPIRE, TIME and PUBLISH are
-used, so Redis 6.2 and Valkey run them as they are.
+A session is one hash. Each session key ``name`` is the field ``k:name``, holding
+the value's JSON text; the other fields are bookkeeping:
+
+- ``_v``: the version; ``_f``: the record format; ``_c``: the id of the last commit;
+- ``_e``: when the idle lifetime ends (server time, ms), as last set;
+- ``_d``: the absolute deadline (server time, ms), if the session has one;
+- ``_s``: the size parts of ``encoded_size()`` summed (a format-1 record lacks it).
+
+Reads are a plain HGETALL, no script: ``_e`` tells the reader whether the idle
+lifetime needs extending (TOUCH), which then happens at most once per slack.
+Scripts touch only the fields they change (HMGET, never HGETALL on the write
+path), because time a script spends in Redis adds to every caller's latency.
+Changes are published on the session's channel as JSON, carrying only what changed:
+``{"v": version, "r": reason, "c": [changed], "x": [removed], "d": {changed name: json}}``.
+Only EVAL/EVALSHA, HGETALL, HMGET, HSET, HGET, HDEL, DEL, EXISTS, RENAME, PEXPIREAT, TIME
+and PUBLISH are used, so Redis 6.2 and Valkey run them as they are.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-__all__ = ["COMMIT", "DESTROY", "FORMAT", "LOAD", "REGENERATE", "sha"]
+__all__ = ["COMMIT", "DESTROY", "FORMAT", "REGENERATE", "TOUCH", "sha"]
 
 
 @functools.cache
@@ -24,159 +33,175 @@ def sha(script: str) -> str:
 
 
 # The record format this version writes; readers accept it and every older one.
-FORMAT = 1
+FORMAT = 2
 
-# Shared prelude: read the hash into `data` (name -> json), `version` and `count`.
-_READ = """
-local flat = redis.call('HGETALL', KEYS[1])
-local data, version, count, last_commit, deadline = {}, 0, 0, nil, nil
-for i = 1, #flat, 2 do
-  local field = flat[i]
-  if field == '_v' then
-    version = tonumber(flat[i + 1])
-  elseif field == '_d' then
-    deadline = tonumber(flat[i + 1])
-  elseif field == '_c' then
-    last_commit = flat[i + 1]
-  elseif string.sub(field, 1, 2) == 'k:' then
-    data[string.sub(field, 3)] = flat[i + 1]
-    count = count + 1
-  end
+_PRELUDE = """
+-- The idle lifetime's end: `ttl` ms after `now`, never past the deadline (all server time, ms).
+local function ends_at(now, ttl, deadline)
+  local at = now + tonumber(ttl)
+  if deadline and deadline < at then at = math.max(now + 1, deadline) end
+  return at
 end
-local function flatten()
-  local out = {}
-  for name, text in pairs(data) do
-    out[#out + 1] = name
-    out[#out + 1] = text
+local function publish(channel, version, reason, changed, removed, payload)
+  redis.call('PUBLISH', channel, cjson.encode({v = version, r = reason, c = changed, x = removed, d = payload}))
+end
+-- The size parts of a whole record: for a format-1 record, which does not keep `_s`.
+local function count_size(key)
+  local flat, size = redis.call('HGETALL', key), 0
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 2) == 'k:' then size = size + #flat[i] - 2 + #flat[i + 1] + 4 end
+  end
+  return size
+end
+-- The session keys and values of a record, flat.
+local function contents(key)
+  local flat, out = redis.call('HGETALL', key), {}
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 2) == 'k:' then
+      out[#out + 1] = string.sub(flat[i], 3)
+      out[#out + 1] = flat[i + 1]
+    end
   end
   return out
 end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- Idle lifetime `ttl` ms from now, but never past the absolute deadline (server clock, ms).
-local function expire(key, ttl)
-  ttl = tonumber(ttl)
-  if deadline then ttl = math.max(1, math.min(ttl, deadline - now_ms())) end
-  redis.call('PEXPIRE', key, ttl)
-end
-local function publish(channel, reason, changed, removed, payload)
-  local message = cjson.encode({v = version, r = reason, c = changed, x = removed, d = payload})
-  redis.call('PUBLISH', channel, message)
-end
 """
 
-# KEYS: hash. ARGV: ttl in ms, or '' to leave the lifetime alone.
-LOAD = (
-    _READ
+# KEYS: hash. ARGV: ttl ms, now. Extends the idle lifetime of an existing session; replies 1, or 0 if none.
+TOUCH = (
+    _PRELUDE
     + """
-if #flat == 0 then return false end
-if ARGV[1] ~= '' then expire(KEYS[1], ARGV[1]) end
-return {version, flatten()}
-"""
-)
-
-# KEYS: hash, channel. ARGV: ttl ms, create, expected version (-1: any), drop if empty,
-# max size, format, commit id, absolute lifetime ms ('' for none; used on create), n,
-# then n (name, json) pairs, then names to remove.
-# The commit id is kept in `_c`: a client that retries after a lost reply finds its commit done.
-COMMIT = (
-    _READ
-    + """
-local ttl, create, expected = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
-local drop, max_size, format, commit_id = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local lifetime, n = ARGV[8], tonumber(ARGV[9])
-if #flat == 0 and not create then return {'missing'} end
-if last_commit == commit_id then return {'ok', version, flatten()} end
-if expected >= 0 and expected ~= version then return {'conflict', version} end
-local changed, setting, hset, hdel = {}, {}, {}, {}
-for i = 0, n - 1 do
-  local name, text = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
-  setting[name] = true
-  if data[name] ~= text then
-    if data[name] == nil then count = count + 1 end
-    data[name] = text
-    changed[#changed + 1] = name
-    hset[#hset + 1] = 'k:' .. name
-    hset[#hset + 1] = text
-  end
-end
-local removed = {}
-for i = 10 + 2 * n, #ARGV do
-  local name = ARGV[i]
-  if data[name] ~= nil and not setting[name] then
-    data[name] = nil
-    count = count - 1
-    removed[#removed + 1] = name
-    hdel[#hdel + 1] = 'k:' .. name
-  end
-end
-if #flat > 0 and #changed == 0 and #removed == 0 then
-  expire(KEYS[1], ttl)
-  return {'ok', version, flatten()}
-end
-version = version + 1
-if #flat > 0 and drop and count == 0 then
-  redis.call('DEL', KEYS[1])
-  publish(KEYS[2], 'destroyed', {}, removed, {})
-  return {'dropped', version}
-end
-local size = 1
-for name, text in pairs(data) do size = size + #name + #text + 4 end
-if count == 0 then size = 2 end
-if size > max_size then return {'toolarge', size} end
-if #hset > 0 then redis.call('HSET', KEYS[1], unpack(hset)) end
-if #hdel > 0 then redis.call('HDEL', KEYS[1], unpack(hdel)) end
-redis.call('HSET', KEYS[1], '_v', version, '_f', format, '_c', commit_id)
-if #flat == 0 and lifetime ~= '' then
-  deadline = now_ms() + tonumber(lifetime)
-  redis.call('HSET', KEYS[1], '_d', deadline)
-end
-expire(KEYS[1], ttl)
-publish(KEYS[2], 'updated', changed, removed, data)
-return {'ok', version, flatten()}
-"""
-)
-
-# KEYS: hash, channel.
-DESTROY = (
-    _READ
-    + """
-if #flat == 0 then return 0 end
-local removed = {}
-for name, _ in pairs(data) do removed[#removed + 1] = name end
-version = version + 1
-redis.call('DEL', KEYS[1])
-publish(KEYS[2], 'destroyed', {}, removed, {})
+local deadline = redis.call('HGET', KEYS[1], '_d')
+local at = ends_at(tonumber(ARGV[2]), ARGV[1], tonumber(deadline))
+if redis.call('PEXPIREAT', KEYS[1], at) == 0 then return 0 end
+redis.call('HSET', KEYS[1], '_e', at)
 return 1
 """
 )
 
-# KEYS: old hash, new hash, old channel. ARGV: ttl ms, format, commit id.
-REGENERATE = (
-    _READ
+# KEYS: hash, channel. ARGV: ttl ms, create, expected version (-1: any), drop if empty, max size,
+# format, commit id, absolute lifetime ms ('' for none; used on create), now, known version (-1:
+# none), n, then n (name, json) pairs, then names to remove.
+# Replies {status, version, size parts, contents}: status is ok, missing, conflict (with the
+# version), dropped or toolarge (with the size). Contents (flat name, json pairs) come only when
+# the client cannot work them out: when the session changed since the version it knows.
+# The commit id is kept in `_c`: a client that retries after a lost reply finds its commit done.
+COMMIT = (
+    _PRELUDE
     + """
-if #flat == 0 then
+local key, ttl, create, expected = KEYS[1], ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+local drop, max_size, commit_id = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[7]
+local lifetime, now, known, n = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local first_removed = 12 + 2 * n
+-- One read for the bookkeeping and the current value of every key named.
+local fields = {'_v', '_c', '_d', '_s'}
+for i = 0, n - 1 do fields[#fields + 1] = 'k:' .. ARGV[12 + 2 * i] end
+for i = first_removed, #ARGV do fields[#fields + 1] = 'k:' .. ARGV[i] end
+local got = redis.call('HMGET', key, unpack(fields))
+local exists = got[1] ~= false
+if not exists and not create then return {'missing'} end
+local version, deadline, size = tonumber(got[1]) or 0, tonumber(got[3]), tonumber(got[4])
+if exists and size == nil then size = count_size(key) end
+size = size or 0
+local function reply(status)
+  if (exists and known == version) or (not exists and known < 0) then return {status, version, size} end
+  return {status, version, size, contents(key)}
+end
+if exists and got[2] == commit_id then known = -2; return reply('ok') end
+if expected >= 0 and expected ~= version then return {'conflict', version} end
+local changed, payload, hset, setting = {}, {}, {}, {}
+for i = 0, n - 1 do
+  local name, text, old = ARGV[12 + 2 * i], ARGV[13 + 2 * i], got[5 + i]
+  setting[name] = true
+  if old ~= text then
+    if old then size = size - (#name + #old + 4) end
+    size = size + #name + #text + 4
+    changed[#changed + 1] = name
+    payload[name] = text
+    hset[#hset + 1] = 'k:' .. name
+    hset[#hset + 1] = text
+  end
+end
+local removed, hdel = {}, {}
+for i = first_removed, #ARGV do
+  local name, old = ARGV[i], got[5 + n + i - first_removed]
+  if old and not setting[name] then
+    setting[name] = true
+    size = size - (#name + #old + 4)
+    removed[#removed + 1] = name
+    hdel[#hdel + 1] = 'k:' .. name
+  end
+end
+if exists and #changed == 0 and #removed == 0 then
+  local at = ends_at(now, ttl, deadline)
+  redis.call('PEXPIREAT', key, at)
+  redis.call('HSET', key, '_e', at)
+  return reply('ok')
+end
+local before = version
+version = version + 1
+if exists and drop and size == 0 then
+  redis.call('DEL', key)
+  publish(KEYS[2], version, 'destroyed', {}, removed, {})
+  return {'dropped', version}
+end
+local total = size + 1
+if size == 0 then total = 2 end
+if total > max_size then return {'toolarge', total} end
+if #hdel > 0 then redis.call('HDEL', key, unpack(hdel)) end
+if not exists and lifetime ~= '' then
+  deadline = now + tonumber(lifetime)
+  hset[#hset + 1] = '_d'
+  hset[#hset + 1] = deadline
+end
+local at = ends_at(now, ttl, deadline)
+for _, field in ipairs({'_v', version, '_f', ARGV[6], '_c', commit_id, '_s', size, '_e', at}) do
+  hset[#hset + 1] = field
+end
+redis.call('HSET', key, unpack(hset))
+redis.call('PEXPIREAT', key, at)
+publish(KEYS[2], version, 'updated', changed, removed, payload)
+if known ~= before then known = -2 end
+if known >= 0 then known = version end
+return reply('ok')
+"""
+)
+
+# KEYS: hash, channel. Replies 1 if there was a session, else 0.
+DESTROY = (
+    _PRELUDE
+    + """
+local flat = redis.call('HGETALL', KEYS[1])
+if #flat == 0 then return 0 end
+local removed, version = {}, 0
+for i = 1, #flat, 2 do
+  if flat[i] == '_v' then version = tonumber(flat[i + 1])
+  elseif string.sub(flat[i], 1, 2) == 'k:' then removed[#removed + 1] = string.sub(flat[i], 3) end
+end
+redis.call('DEL', KEYS[1])
+publish(KEYS[2], version + 1, 'destroyed', {}, removed, {})
+return 1
+"""
+)
+
+# KEYS: old hash, new hash, old channel. ARGV: ttl ms, format, commit id, now.
+# Replies {new version, contents}, or false if there was no session.
+REGENERATE = (
+    _PRELUDE
+    + """
+local got = redis.call('HMGET', KEYS[1], '_v', '_d')
+if got[1] == false then
   -- A retry after a lost reply: the session is already under the new key.
   if redis.call('HGET', KEYS[2], '_c') == ARGV[3] then
-    flat = redis.call('HGETALL', KEYS[2])
-    local moved = {}
-    for i = 1, #flat, 2 do
-      if string.sub(flat[i], 1, 2) == 'k:' then
-        moved[#moved + 1] = string.sub(flat[i], 3)
-        moved[#moved + 1] = flat[i + 1]
-      end
-    end
-    return {tonumber(redis.call('HGET', KEYS[2], '_v')), moved}
+    return {tonumber(redis.call('HGET', KEYS[2], '_v')), contents(KEYS[2])}
   end
   return false
 end
-version = version + 1
+local version = tonumber(got[1]) + 1
+local at = ends_at(tonumber(ARGV[4]), ARGV[1], tonumber(got[2]))
 redis.call('RENAME', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[2], '_v', version, '_f', ARGV[2], '_c', ARGV[3])
-expire(KEYS[2], ARGV[1])
-publish(KEYS[3], 'regenerated', {}, {}, data)
-return {version, flatten()}
+redis.call('HSET', KEYS[2], '_v', version, '_f', ARGV[2], '_c', ARGV[3], '_e', at)
+redis.call('PEXPIREAT', KEYS[2], at)
+publish(KEYS[3], version, 'regenerated', {}, {}, {})
+return {version, contents(KEYS[2])}
 """
 )

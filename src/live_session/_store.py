@@ -50,6 +50,7 @@ class Store(ABC):
         expected_version: int | None = None,
         drop_if_empty: bool = False,
         lifetime: float | None = None,
+        base: Record | None = None,
     ) -> Record | None:
         """Set ``changes`` and delete ``removed`` in one atomic step, bump the version and broadcast.
 
@@ -67,6 +68,11 @@ class Store(ABC):
         ``create``, is the absolute one: however often it is loaded or changed,
         the session expires at most ``lifetime`` seconds after it was created
         (a regeneration keeps that deadline).
+
+        ``base``, if given, is the record the changes were computed from (as
+        ``load()`` returned it). It changes nothing in what is stored; a store
+        may use it to build the returned record without reading the session
+        back when nothing else changed it in between.
         """
 
     @abstractmethod
