@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from live_session import LiveSessionMiddleware, MemoryStore, Session, SessionTooLarge, ensure_session
 from live_session._ids import store_key
+from live_session.testing import seed_session
 
 from .conftest import BASIC_ROUTES, SECRET, make_app
 
@@ -438,3 +439,63 @@ def test_concurrent_requests_on_different_keys_both_persist() -> None:
             assert (await client.get("/view_session")).json() == {"session": {"base": 1, "a": True, "b": True}}
 
     asyncio.run(run())
+
+
+# -- the per-request fast paths keep their promises --
+
+
+def _raw_request(app: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", b"t"), *headers]}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_an_apps_vary_header_is_extended_and_its_header_list_left_alone() -> None:
+    shared = [(b"vary", b"Accept-Encoding"), (b"content-length", b"2")]  # one list, reused by every response
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["session"]["n"] = scope["session"].get("n", 0) + 1
+        await send({"type": "http.response.start", "status": 200, "headers": shared})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = LiveSessionMiddleware(app, secret_key=SECRET)
+    for _ in range(2):
+        headers = _raw_request(middleware, [])[0]["headers"]
+        vary = [value for name, value in headers if name.lower() == b"vary"]
+        assert vary == [b"Accept-Encoding, Cookie"]
+    assert shared == [(b"vary", b"Accept-Encoding"), (b"content-length", b"2")]
+
+
+def test_a_cookie_split_over_several_headers_is_found() -> None:
+    store = MemoryStore()
+    cookie = asyncio.run(seed_session(store, {"user": "ada"}, secret_key=SECRET))
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["session"].get("user"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = LiveSessionMiddleware(app, secret_key=SECRET, store=store)
+    _raw_request(middleware, [(b"cookie", b"theme=dark"), (b"cookie", f"session={cookie}".encode())])
+    _raw_request(middleware, [(b"cookie", f"session={cookie}".encode()), (b"cookie", b"theme=dark")])
+    _raw_request(middleware, [(b"cookie", b"theme=dark")])
+    assert seen == ["ada", "ada", None]
+
+
+def test_the_verified_cookie_cache_carries_the_right_store_key() -> None:
+    from live_session._ids import CookieSigner, new_session_id
+
+    signer = CookieSigner([SECRET])
+    session_id = new_session_id()
+    cookie = signer.sign(session_id, 0)
+    first, cached = signer.unsign(cookie), signer.unsign(cookie)
+    assert first == cached == (session_id, 0, True, store_key(session_id))

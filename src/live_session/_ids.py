@@ -48,7 +48,8 @@ class CookieSigner:
         self._keys = tuple(keys)
         # Cookies already verified, so a browser's every request does not pay for an HMAC again.
         # Only intact cookies get in (a changed byte is another string, checked afresh); bounded.
-        self._verified: dict[str, tuple[str, int, bool]] = {}
+        # Each with its store key, so a cached cookie costs no SHA-256 either.
+        self._verified: dict[str, tuple[str, int, bool, str]] = {}
         self.cache_size = 10_000
 
     def _mac(self, key: bytes, payload: bytes) -> str:
@@ -59,8 +60,8 @@ class CookieSigner:
         payload = f"{session_id}.{issued:x}"
         return f"{payload}.{self._mac(self._keys[0], payload.encode('ascii'))}"
 
-    def unsign(self, value: str) -> tuple[str, int, bool] | None:
-        """``(id, issued, signed_by_the_first_key)`` from a cookie value, or None if it is not ours, intact."""
+    def unsign(self, value: str) -> tuple[str, int, bool, str] | None:
+        """``(id, issued, signed_by_the_first_key, store_key(id))`` from a cookie value, or None if not ours, intact."""
         verified = self._verified.get(value)
         if verified is not None:
             return verified
@@ -74,14 +75,14 @@ class CookieSigner:
         for index, key in enumerate(self._keys):
             if hmac.compare_digest(self._mac(key, raw), signature):
                 try:
-                    verified = (session_id, int(issued, 16), index == 0)
+                    verified = (session_id, int(issued, 16), index == 0, store_key(session_id))
                 except ValueError:  # signed by us, so unreachable short of a leaked key
                     return None
                 self._remember(value, verified)
                 return verified
         return None
 
-    def _remember(self, value: str, verified: tuple[str, int, bool]) -> None:
+    def _remember(self, value: str, verified: tuple[str, int, bool, str]) -> None:
         cache = self._verified
         if len(cache) >= self.cache_size:
             # Drop the oldest entry; another thread may have just done the same.

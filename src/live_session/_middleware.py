@@ -13,7 +13,7 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import SessionTooLarge, StoreUnavailable
-from ._ids import CookieSigner, store_key
+from ._ids import CookieSigner
 from ._live import SCOPE_KEY, Connection, create_session
 from ._memory import MemoryStore
 from ._migrate import read_starlette_cookie
@@ -114,13 +114,12 @@ class LiveSessionMiddleware:
         issued = 0
         legacy: dict[str, Any] | None = None
         if cookie:
-            parsed = self.signer.unsign(cookie)
-            if parsed is not None:
-                session_id, issued, primary = parsed
+            verified = self.signer.unsign(cookie)
+            if verified is not None:
+                session_id, issued, primary, key = verified
                 if not primary:
                     issued = 0  # signed with an older key: re-sign it with the current one
                 # Loading extends the idle lifetime in the same step (one round trip on a network store).
-                key = store_key(session_id)
                 try:
                     record = await self.store.load(key, ttl=self.idle_timeout)
                 except StoreUnavailable as error:
@@ -205,17 +204,15 @@ class LiveSessionMiddleware:
         """Commit what the request changed, then set the cookie headers, just before the response starts."""
         state.response_started = True
         session = state.session
-        if not (session.accessed or state.cookie or state.key is not None):
-            return
         cookie = state.cookie
         if state.key is None:
-            if session and session.modified:
+            if session.modified and session:
                 session_id, state.record = await create_session(
                     self.store, session, self.idle_timeout, self.absolute_timeout
                 )
                 state.adopt(session_id)
                 cookie = "set"
-        elif session.modified or session.accessed:
+        elif session._touched or session._read or session._read_all:  # else there is nothing to commit
             changes, removed = session._changes()
             if changes or removed:
                 record = await self.store.commit(state.key, changes, removed, ttl=self.idle_timeout, drop_if_empty=True)
@@ -233,10 +230,13 @@ class LiveSessionMiddleware:
             cookie = "set"
         if not (session.accessed or cookie):
             return
-        # ASGI allows any iterable of header pairs (a tuple, say): work on a list of our own.
+        # ASGI allows any iterable of header pairs (a tuple, say), and the app may reuse its list:
+        # work on a list of our own.
         raw = message["headers"] = list(message.get("headers", ()))
-        if any(name.lower() == b"vary" for name, _ in raw):
-            MutableHeaders(raw=raw).add_vary_header("Cookie")
+        for name, _ in raw:
+            if len(name) == 4 and name.lower() == b"vary":
+                MutableHeaders(raw=raw).add_vary_header("Cookie")
+                break
         else:
             raw.append((b"vary", b"Cookie"))
         if cookie == "set" and state.session_id is not None:
@@ -251,10 +251,13 @@ class LiveSessionMiddleware:
         return max_age is not None and max_age > 0 and time.time() - issued > max_age / 2
 
     def _read_cookie(self, scope: Scope) -> str | None:
-        raw = [value for name, value in scope["headers"] if name == b"cookie"]
-        if not raw:
+        raw: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                raw = value if raw is None else raw + b"; " + value
+        if raw is None:
             return None
-        header = (raw[0] if len(raw) == 1 else b"; ".join(raw)).decode("latin-1")
+        header = raw.decode("latin-1")
         if ";" not in header and header.startswith(self._set_cookie_prefix):
             return header[len(self._set_cookie_prefix) :].strip()  # only our cookie: no parsing needed
         return cookie_parser(header).get(self._cookie_name)
