@@ -499,3 +499,20 @@ def test_the_verified_cookie_cache_carries_the_right_store_key() -> None:
     cookie = signer.sign(session_id, 0)
     first, cached = signer.unsign(cookie), signer.unsign(cookie)
     assert first == cached == (session_id, 0, True, store_key(session_id))
+
+
+def test_session_get_and_set_fast_paths() -> None:
+    session = Session({"none": None, "cart": [1], "n": 1})
+    assert session.get("none", "default") is None and session.get("missing", "default") == "default"
+    assert session._read is None  # scalars cannot change in place
+    session.get("cart").append(2)
+    assert session._read == {"cart"}
+    for value in ("x", 2, True, None, 1.5, [1], {"a": 1}):
+        session["v"] = value
+        assert session["v"] == value
+    for bad in (float("nan"), float("inf"), (1,), {1: 2}, b"x"):
+        with pytest.raises(TypeError, match="'v'"):
+            session["v"] = bad
+    with pytest.raises(TypeError):
+        session[1] = "x"  # type: ignore[index]
+    assert session["v"] == {"a": 1} and session._changes() == ({"v": '{"a":1}', "cart": "[1,2]"}, [])

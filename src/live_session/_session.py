@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 __all__ = ["ReadOnlySession", "Session"]
 
 _CONTAINERS = (dict, list)
+_SCALARS = frozenset({str, int, bool, type(None)})  # exact types: always JSON-compatible
+_MISSING: Any = object()
 
 
 class Session(dict[str, Any]):
@@ -48,20 +50,25 @@ class Session(dict[str, Any]):
 
     # -- reads that hand out values --
 
-    def _saw(self, key: str, value: Any) -> Any:
-        if isinstance(value, _CONTAINERS):
-            if self._read is None:
-                self._read = {key}
-            else:
-                self._read.add(key)
-        return value
+    def _saw(self, key: str) -> None:
+        if self._read is None:
+            self._read = {key}
+        else:
+            self._read.add(key)
 
     def __getitem__(self, key: str) -> Any:
-        return self._saw(key, super().__getitem__(key))
+        value = dict.__getitem__(self, key)
+        if isinstance(value, _CONTAINERS):
+            self._saw(key)
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = super().get(key, default)
-        return self._saw(key, value) if key in self else value
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, _CONTAINERS):
+            self._saw(key)
+        return value
 
     def items(self) -> Any:
         self._read_all = True
@@ -94,9 +101,10 @@ class Session(dict[str, Any]):
             self._touched.add(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        check_value(check_key(key), value)
+        if not (type(key) is str and type(value) in _SCALARS):  # those need no check
+            check_value(check_key(key), value)
         self._touch(key)
-        super().__setitem__(key, value)
+        dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
