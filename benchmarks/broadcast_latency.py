@@ -90,9 +90,10 @@ class Receipts:
             self.done.set()
 
 
-def message_for(index: int) -> str:
-    """What the references publish: about what live-session's Redis store sends for one change."""
-    return json.dumps({"v": index, "r": "updated", "c": ["n"], "x": [], "d": {**STORED, "n": str(index)}})
+def message_for(index: int, version: int | None = None) -> str:
+    """What the references publish: what live-session's Redis store sends for one change (only what changed)."""
+    version = index if version is None else version
+    return json.dumps({"v": version, "r": "updated", "c": ["n"], "x": [], "d": {"n": str(index)}})
 
 
 # -- in one process --
@@ -203,7 +204,8 @@ async def across_processes(system: str, shape: Shape, url: str) -> tuple[list[in
             if system == "live":
                 await store.commit(key, {"n": str(index)}, (), ttl=TTL)
             elif system == "wire":  # what the commit script publishes, without the script
-                await client.publish(PREFIX + "c:" + key, message_for(index + 2))
+                # Each session's versions run on from the 1 it was stored with, one per write to it.
+                await client.publish(PREFIX + "c:" + key, message_for(index, index // shape.sessions + 2))
             else:
                 await client.publish(PREFIX + "raw:" + key, message_for(index))
             sent.append(time.monotonic_ns())

@@ -157,6 +157,22 @@ async def test_updates_from_another_thread_keep_their_order_and_keys() -> None:
 
 
 @pytest.mark.anyio
+async def test_updates_queued_at_once_then_from_another_thread_keep_their_order() -> None:
+    """From its own thread an update is queued at once; after one from elsewhere, all go through the loop."""
+    store = MemoryStore()
+    await store.commit("k", {"n": "0"}, (), ttl=60, create=True)
+    async with store.subscribe("k") as updates:
+        await anext(updates)
+        await store.commit("k", {"z": "1"}, (), ttl=60)  # this thread: queued at once
+        thread = threading.Thread(target=lambda: asyncio.run(store.commit("k", {"a": "1"}, (), ttl=60)))
+        thread.start()
+        thread.join(5)
+        await store.commit("k", {"b": "1"}, (), ttl=60)  # must not overtake the other thread's
+        changed = [set((await asyncio.wait_for(anext(updates), 5)).changed) for _ in range(3)]
+    assert changed == [{"z"}, {"a"}, {"b"}]
+
+
+@pytest.mark.anyio
 async def test_sweep_terminates_when_float_rounding_files_a_session_early() -> None:
     store = MemoryStore(clean_interval=0.1)
     clock = [0.0]

@@ -22,7 +22,7 @@ __all__ = ["Hub", "Subscription"]
 class Subscription(AsyncIterator[SessionUpdate]):
     """The async iterator ``LiveSession.subscribe()`` gives: updates until the session ends or the store closes."""
 
-    __slots__ = ("_closed", "_last_version", "_loop", "_maxsize", "_queue", "_thread", "_waiter")
+    __slots__ = ("_closed", "_crossed", "_last_version", "_loop", "_maxsize", "_queue", "_thread", "_waiter")
 
     def __init__(self, maxsize: int = 64) -> None:
         if maxsize < 2:
@@ -34,10 +34,12 @@ class Subscription(AsyncIterator[SessionUpdate]):
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._last_version = -1
+        self._crossed = False  # once anything came from another thread, everything goes through the loop
 
-    # Called by the hub, from any thread. Delivery always goes through the subscriber's loop: stores
-    # publish under their lock, so the loop's callback queue keeps updates in version order even
-    # when they come from several threads.
+    # Called by the hub, from any thread. From the subscriber's own thread an update is queued at
+    # once. Once one has come from another thread, every update goes through the loop's callback
+    # queue instead: stores publish under their lock, so that queue keeps them in version order.
+    # (`_crossed` is set under the store's lock too, before the first such callback is queued.)
     def push(self, update: SessionUpdate) -> None:
         self._call(self._deliver, update)
 
@@ -46,10 +48,13 @@ class Subscription(AsyncIterator[SessionUpdate]):
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
         try:
-            if threading.get_ident() == self._thread:
+            if threading.get_ident() != self._thread:
+                self._crossed = True
+                self._loop.call_soon_threadsafe(callback, *args)
+            elif self._crossed:
                 self._loop.call_soon(callback, *args)
             else:
-                self._loop.call_soon_threadsafe(callback, *args)
+                callback(*args)
         except RuntimeError:  # that loop is closed: nobody is listening any more
             self._closed = True
 
