@@ -119,3 +119,24 @@ def test_bad_options() -> None:
         MemoryStore(clean_interval=0)
     with pytest.raises(ValueError, match="max_session_size"):
         MemoryStore(max_session_size=0)
+
+
+async def test_each_session_is_filed_in_exactly_the_bucket_of_its_expiry() -> None:
+    # load() and commit() skip refiling when the bucket did not change; it must still change when due.
+    store, clock = clocked_store(clean_interval=10)
+    await store.commit("k", {"a": "1"}, (), ttl=25, create=True, lifetime=100)
+
+    def filed() -> list[int]:
+        return [bucket for bucket, keys in store._buckets.items() if "k" in keys]
+
+    for step, action in enumerate(["load", "commit", "same", "load", "load", "commit", "load", "load", "load"]):
+        clock.now += 3 + step
+        if action == "load":
+            await store.load("k", ttl=25)
+        else:
+            await store.commit("k", {"a": "1" if action == "same" else str(step)}, (), ttl=25)
+        entry = store._entries["k"]
+        assert entry.expires_at == min(clock.now + 25, 1000.0 + 100)
+        assert filed() == [entry.bucket] == [-(-entry.expires_at // 10)]
+    clock.now = 1000.0 + 100
+    assert store.sweep() == 1 and len(store) == 0

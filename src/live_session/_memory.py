@@ -224,16 +224,29 @@ class MemoryStore(Store):
 
     # -- the contract --
 
+    def _extend(self, key: str, entry: _Entry, now: float, ttl: float) -> None:
+        """``entry.extend()`` and ``_file()``, with the common case (same bucket) cheap."""
+        expires_at = now + ttl
+        deadline = entry.deadline
+        entry.expires_at = expires_at = deadline if deadline < expires_at else expires_at  # min()
+        bucket = math.ceil(expires_at / self.clean_interval)
+        if bucket != entry.bucket or bucket < 0:  # else _file() would change nothing
+            self._file(key, entry)
+
     async def load(self, key: str, *, ttl: float | None = None) -> Record | None:
-        self._ensure_sweeper()
+        task = self._sweeper
+        if task is None or task.done() or task.get_loop().is_closed():
+            self._ensure_sweeper()
         with self._lock:
             now = self._clock()
-            entry = self._live(key, now)
+            entry = self._entries.get(key)
             if entry is None:
                 return None
+            if entry.expires_at <= now:
+                self._drop(key, entry, "expired")
+                return None
             if ttl is not None:
-                entry.extend(now, ttl)
-                self._file(key, entry)
+                self._extend(key, entry, now, ttl)
             return entry.record
 
     async def commit(
@@ -249,7 +262,9 @@ class MemoryStore(Store):
         lifetime: float | None = None,
         base: Record | None = None,
     ) -> Record | None:
-        self._ensure_sweeper()
+        task = self._sweeper
+        if task is None or task.done() or task.get_loop().is_closed():
+            self._ensure_sweeper()
         with self._lock:
             now = self._clock()
             entry = self._live(key, now)
@@ -262,8 +277,7 @@ class MemoryStore(Store):
             changed = frozenset([k for k, text in changes.items() if current.get(k) != text])
             gone = frozenset([k for k in removed if k in current and k not in changes]) if removed else _NONE
             if entry is not None and not changed and not gone:
-                entry.extend(now, ttl)
-                self._file(key, entry)
+                self._extend(key, entry, now, ttl)
                 return entry.record
             if gone:
                 data = {k: text for k, text in current.items() if k not in gone}
@@ -278,9 +292,9 @@ class MemoryStore(Store):
             for k in gone:
                 parts -= _part(k, current[k])
             for k in changed:
-                if k in current:
-                    parts -= _part(k, current[k])
-                parts += _part(k, changes[k])
+                old = current.get(k)
+                # _part(k, new) - _part(k, old): the key's own bytes cancel out.
+                parts += len(changes[k]) - len(old) if old is not None else _part(k, changes[k])
             size = parts + 1 if data else 2
             if size > self.max_session_size:
                 raise SessionTooLarge(
@@ -293,8 +307,7 @@ class MemoryStore(Store):
                 record = entry.record
             else:
                 record = entry.change(data, parts)
-            entry.extend(now, ttl)
-            self._file(key, entry)
+            self._extend(key, entry, now, ttl)
             if self._hub.has_subscribers(key):
                 self._hub.publish(key, SessionUpdate(entry.version, "updated", data, changed, gone))
             return record
