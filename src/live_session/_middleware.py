@@ -19,7 +19,7 @@ from ._memory import MemoryStore
 from ._migrate import read_starlette_cookie
 from ._session import ReadOnlySession, Session
 from ._store import Record, Store
-from ._values import decode_all
+from ._values import decode
 
 __all__ = ["LiveSessionMiddleware"]
 
@@ -130,10 +130,14 @@ class LiveSessionMiddleware:
             elif self.migrate_starlette_cookies:
                 legacy = read_starlette_cookie(cookie, self.secret_keys, self.max_age)
 
-        data = decode_all(record.data) if record is not None else (legacy or {})
-        session = ReadOnlySession(data) if websocket else Session(data)
         if record is not None:
+            data = {}
+            for name, text in record.data.items():
+                data[name] = decode(text)
+            session = ReadOnlySession(data) if websocket else Session(data)
             session._baseline = record.data
+        else:
+            session = ReadOnlySession(legacy or ()) if websocket else Session(legacy or ())
         state = Connection(
             self, session, session_id, key, record, websocket=websocket, had_cookie=bool(cookie), issued=issued
         )
@@ -225,8 +229,16 @@ class LiveSessionMiddleware:
                     state.adopt(None)
                     cookie = "expire"
                 # Otherwise the cookie stays as it is: it holds only the id, which did not change.
-        if cookie is None and state.key is not None and self._cookie_is_old(state.issued):
-            # The load extended the server's lifetime; keep the browser's cookie in step.
+        max_age = self.max_age
+        if (
+            cookie is None
+            and state.key is not None
+            and max_age is not None
+            and max_age > 0
+            and time.time() - state.issued > max_age / 2
+        ):
+            # Re-send a cookie past half its Max-Age: the load extended the server's lifetime, so the
+            # browser keeps it as long as the server keeps the session.
             cookie = "set"
         if not (session.accessed or cookie):
             return
@@ -244,11 +256,6 @@ class LiveSessionMiddleware:
             raw.append((b"set-cookie", (self._set_cookie_prefix + value + self._set_cookie_suffix).encode("latin-1")))
         elif cookie == "expire":
             raw.append((b"set-cookie", self._expire_cookie.encode("latin-1")))
-
-    def _cookie_is_old(self, issued: int) -> bool:
-        # Re-send a cookie past half its Max-Age, so the browser keeps it as long as the server keeps the session.
-        max_age = self.max_age
-        return max_age is not None and max_age > 0 and time.time() - issued > max_age / 2
 
     def _read_cookie(self, scope: Scope) -> str | None:
         raw: bytes | None = None
