@@ -41,6 +41,20 @@ async def test_records_handed_out_never_change(store: Store) -> None:
     assert same is not None and dict(same.data) == {"a": "10", "c": "3"} and same.version == 2
 
 
+async def test_a_commit_returns_the_stored_session_whatever_base_it_is_given(store: Store) -> None:
+    """``base`` only spares a read-back: a stale one never makes the returned record wrong."""
+    created = await store.commit("k", {"a": "1", "b": "2"}, (), ttl=TTL, create=True)
+    assert created is not None
+    fresh = await store.commit("k", {"a": "3"}, ["b"], ttl=TTL, base=created)
+    assert fresh is not None and dict(fresh.data) == {"a": "3"} and fresh.version == 2
+    await store.commit("k", {"c": "4"}, (), ttl=TTL)  # another writer, unseen by the next one
+    stale = await store.commit("k", {"a": "5"}, (), ttl=TTL, base=fresh)
+    assert stale is not None and dict(stale.data) == {"a": "5", "c": "4"} and stale.version == 4
+    unchanged = await store.commit("k", {"a": "5"}, (), ttl=TTL, base=fresh)  # no effect, stale base
+    assert unchanged is not None and dict(unchanged.data) == {"a": "5", "c": "4"} and unchanged.version == 4
+    assert await store.load("k") == stale
+
+
 async def test_commit_never_resurrects(store: Store) -> None:
     assert await store.commit("gone", {"a": "1"}, (), ttl=TTL) is None
     await store.commit("k", {"a": "1"}, (), ttl=TTL, create=True)

@@ -246,7 +246,7 @@ class LiveSession:
                     return data
                 try:
                     committed = await store.commit(
-                        key, changes, removed, ttl=self._ttl, expected_version=record.version
+                        key, changes, removed, ttl=self._ttl, expected_version=record.version, base=record
                     )
                 except SessionConflict:
                     delay = min(self.backoff_cap, self.backoff_base * 2**attempt)
@@ -345,7 +345,7 @@ class LiveSession:
             raise SessionError(f"{what} sets a cookie, so it must be called before the response starts")
 
     async def _commit(self, changes: Mapping[str, str], removed: tuple[str, ...] | list[str]) -> None:
-        record = await self._store.commit(self._key(), changes, removed, ttl=self._ttl)
+        record = await self._store.commit(self._key(), changes, removed, ttl=self._ttl, base=self._state.record)
         if record is None:
             self._lost()
         self._seen(record)

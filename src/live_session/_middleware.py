@@ -219,7 +219,9 @@ class LiveSessionMiddleware:
         elif session._touched or session._read or session._read_all:  # else there is nothing to commit
             changes, removed = session._changes()
             if changes or removed:
-                record = await self.store.commit(state.key, changes, removed, ttl=self.idle_timeout, drop_if_empty=True)
+                record = await self.store.commit(
+                    state.key, changes, removed, ttl=self.idle_timeout, drop_if_empty=True, base=state.record
+                )
                 state.record = record
                 if record is None:
                     # Destroyed or expired while this request ran: a late commit never brings it back.
