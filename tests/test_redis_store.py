@@ -300,7 +300,8 @@ async def test_a_retried_commit_is_not_applied_twice(redis_url: str) -> None:
     try:
         await store.commit("k", {"n": "0"}, (), ttl=60, create=True)
         keys = [store._hash("k"), store._channel("k")]
-        args = [60_000, 0, 1, 0, 65536, scripts.FORMAT, "same-commit-id", "", int(time.time() * 1000), -1, 1, "n", "1"]
+        now = int(time.time() * 1000)
+        args = [60_000, 0, 1, 0, 65536, scripts.FORMAT, "same-commit-id", "", now, -1, 0, 1, "n", "1"]
         first = await store._run(scripts.COMMIT, keys, args, write=True)
         again = await store._run(scripts.COMMIT, keys, args, write=True)  # as after a lost reply
         assert first[1] == again[1] == 2  # applied once, and the retry reports success, not a conflict
@@ -450,6 +451,28 @@ async def test_reads_extend_the_lifetime_only_once_it_has_run_down(redis_url: st
         await store.aclose()
 
 
+async def test_commits_extend_the_lifetime_only_once_it_has_run_down(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        record = await store.commit("k", {"a": "1"}, (), ttl=100, create=True)
+        name = store._hash("k")
+        await client.pexpire(name, 99_000)  # 1 s used of 100: within the slack (5 s)
+        record = await store.commit("k", {"a": "2"}, (), ttl=100, base=record)
+        assert await client.pttl(name) <= 99_000
+        await client.hset(name, "_e", int(time.time() * 1000) + 50_000)  # half of it used
+        await client.pexpire(name, 50_000)
+        record = await store.commit("k", {"a": "3"}, (), ttl=100, base=record)
+        assert await client.pttl(name) > 98_000
+        await client.hset(name, "_e", int(time.time() * 1000) + 50_000)
+        await client.pexpire(name, 50_000)
+        assert await store.commit("k", {"a": "3"}, (), ttl=100, base=record) == record  # no change: extended only
+        assert await client.pttl(name) > 98_000
+    finally:
+        await client.aclose()
+        await store.aclose()
+
+
 async def test_a_gap_in_the_versions_makes_subscribers_re_read(redis_url: str) -> None:
     """Messages carry only what changed; one that does not follow the last is not applied, the session is re-read."""
     store = RedisStore(redis_url)
@@ -469,3 +492,26 @@ async def test_a_gap_in_the_versions_makes_subscribers_re_read(redis_url: str) -
     finally:
         await client.aclose()
         await store.aclose()
+
+
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    from redis.asyncio.connection import Connection, SSLConnection
+
+    from live_session._redis_packing import fast_packing
+
+    commands = [
+        ("EVALSHA", "a" * 40, 2, "k", "ch", 60_000, -1, 0, "", "é ☃", b"\x00\xff", 12_345_678_901_234),
+        ("HGETALL", "live-session:s:" + "f" * 64),
+        ("CLIENT SETINFO", "LIB-NAME", "redis-py"),  # a name with a space, split by redis-py
+        ("SET", "k", 1.5),  # a float: redis-py's own packer
+        ("SET", memoryview(b"k"), b"v"),
+    ]
+    for plain in (Connection, SSLConnection):
+        fast = fast_packing(plain)
+        assert fast is fast_packing(plain) and issubclass(fast, plain)
+        for command in commands:
+            assert b"".join(fast().pack_command(*command)) == b"".join(plain().pack_command(*command))
+    latin = fast_packing(Connection)(encoding="latin-1")
+    assert b"".join(latin.pack_command("SET", "k", "é")) == b"".join(
+        Connection(encoding="latin-1").pack_command("SET", "k", "é")
+    )

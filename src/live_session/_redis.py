@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _redis_scripts as scripts
 from ._broadcast import Hub, Subscription
 from ._errors import SessionConflict, SessionNotFound, SessionTooLarge, StoreUnavailable
+from ._redis_packing import fast_packing
 from ._store import Record, Store
 from ._updates import Reason, SessionUpdate
 
@@ -148,6 +149,7 @@ class RedisStore(Store):
             # Past _MAX_CONNECTIONS operations wait for a slot (see _LoopState.slots); the few spare
             # connections serve the listener's expiry checks.
             pool = aioredis.ConnectionPool.from_url(self.url, max_connections=_MAX_CONNECTIONS + 4, **options)
+            pool.connection_class = fast_packing(pool.connection_class)
             client = aioredis.Redis(connection_pool=pool)
             client.auto_close_connection_pool = True
             return client
@@ -156,7 +158,8 @@ class RedisStore(Store):
         assert self._given is not None
         template = self._given.connection_pool
         kwargs = {**template.connection_kwargs, **options}
-        return aioredis.Redis(connection_pool=type(template)(connection_class=template.connection_class, **kwargs))
+        pool = type(template)(connection_class=fast_packing(template.connection_class), **kwargs)
+        return aioredis.Redis(connection_pool=pool)
 
     async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
@@ -278,7 +281,7 @@ class RedisStore(Store):
             ttl_ms = _ms(ttl)
             now = await self._server_now(state)
             wanted = ttl_ms if deadline is None else min(ttl_ms, deadline - now)
-            run_down = ends is None or ends - now < wanted - min(ttl_ms * _SLACK_SHARE, _MAX_SLACK_MS)
+            run_down = ends is None or ends - now < wanted - _slack(ttl_ms)
             if run_down and not await self._run(scripts.TOUCH, [name], [ttl_ms, now], state=state):
                 return None  # gone since the read
         return Record(data, version)
@@ -299,8 +302,9 @@ class RedisStore(Store):
         state = await self._state()
         if create:
             base = None
+        ttl_ms = _ms(ttl)
         args: list[Any] = [
-            _ms(ttl),
+            ttl_ms,
             int(create),
             -1 if expected_version is None else expected_version,
             int(drop_if_empty),
@@ -310,6 +314,7 @@ class RedisStore(Store):
             "" if lifetime is None else _ms(lifetime),
             await self._server_now(state),
             -1 if base is None else base.version,
+            _slack(ttl_ms),
             len(changes),
         ]
         for name, text in changes.items():
@@ -612,6 +617,11 @@ def _unavailable(error: RedisError) -> Exception:
 
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000)) if seconds > 0 else 0
+
+
+def _slack(ttl_ms: int) -> int:
+    """How far an idle lifetime may run down before a read or a commit extends it (ms)."""
+    return min(int(ttl_ms * _SLACK_SHARE), _MAX_SLACK_MS)
 
 
 def _text(value: str | bytes) -> str:

@@ -80,7 +80,8 @@ return 1
 
 # KEYS: hash, channel. ARGV: ttl ms, create, expected version (-1: any), drop if empty, max size,
 # format, commit id, absolute lifetime ms ('' for none; used on create), now, known version (-1:
-# none), n, then n (name, json) pairs, then names to remove.
+# none), slack ms, n, then n (name, json) pairs, then names to remove.
+# Like a read, a commit extends the idle lifetime only once it has run down by the slack.
 # Replies {status, version, size parts, contents}: status is ok, missing, conflict (with the
 # version), dropped or toolarge (with the size). Contents (flat name, json pairs) come only when
 # the client cannot work them out: when the session changed since the version it knows.
@@ -90,11 +91,12 @@ COMMIT = (
     + """
 local key, ttl, create, expected = KEYS[1], ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 local drop, max_size, commit_id = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[7]
-local lifetime, now, known, n = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local first_removed = 12 + 2 * n
+local lifetime, now, known = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local slack, n = tonumber(ARGV[11]), tonumber(ARGV[12])
+local first_removed = 13 + 2 * n
 -- One read for the bookkeeping and the current value of every key named.
-local fields = {'_v', '_c', '_d', '_s'}
-for i = 0, n - 1 do fields[#fields + 1] = 'k:' .. ARGV[12 + 2 * i] end
+local fields = {'_v', '_c', '_d', '_s', '_e'}
+for i = 0, n - 1 do fields[#fields + 1] = 'k:' .. ARGV[13 + 2 * i] end
 for i = first_removed, #ARGV do fields[#fields + 1] = 'k:' .. ARGV[i] end
 local got = redis.call('HMGET', key, unpack(fields))
 local exists = got[1] ~= false
@@ -110,7 +112,7 @@ if exists and got[2] == commit_id then known = -2; return reply('ok') end
 if expected >= 0 and expected ~= version then return {'conflict', version} end
 local changed, payload, hset, setting = {}, {}, {}, {}
 for i = 0, n - 1 do
-  local name, text, old = ARGV[12 + 2 * i], ARGV[13 + 2 * i], got[5 + i]
+  local name, text, old = ARGV[13 + 2 * i], ARGV[14 + 2 * i], got[6 + i]
   setting[name] = true
   if old ~= text then
     if old then size = size - (#name + #old + 4) end
@@ -123,7 +125,7 @@ for i = 0, n - 1 do
 end
 local removed, hdel = {}, {}
 for i = first_removed, #ARGV do
-  local name, old = ARGV[i], got[5 + n + i - first_removed]
+  local name, old = ARGV[i], got[6 + n + i - first_removed]
   if old and not setting[name] then
     setting[name] = true
     size = size - (#name + #old + 4)
@@ -131,10 +133,18 @@ for i = first_removed, #ARGV do
     hdel[#hdel + 1] = 'k:' .. name
   end
 end
+-- The new end of the idle lifetime, or nil while the one set is within the slack of it.
+local function extension()
+  local at, ends = ends_at(now, ttl, deadline), tonumber(got[5])
+  if exists and ends and at - ends <= slack then return nil end
+  return at
+end
 if exists and #changed == 0 and #removed == 0 then
-  local at = ends_at(now, ttl, deadline)
-  redis.call('PEXPIREAT', key, at)
-  redis.call('HSET', key, '_e', at)
+  local at = extension()
+  if at then
+    redis.call('PEXPIREAT', key, at)
+    redis.call('HSET', key, '_e', at)
+  end
   return reply('ok')
 end
 local before = version
@@ -153,12 +163,16 @@ if not exists and lifetime ~= '' then
   hset[#hset + 1] = '_d'
   hset[#hset + 1] = deadline
 end
-local at = ends_at(now, ttl, deadline)
-for _, field in ipairs({'_v', version, '_f', ARGV[6], '_c', commit_id, '_s', size, '_e', at}) do
+local at = extension()
+for _, field in ipairs({'_v', version, '_f', ARGV[6], '_c', commit_id, '_s', size}) do
   hset[#hset + 1] = field
 end
+if at then
+  hset[#hset + 1] = '_e'
+  hset[#hset + 1] = at
+end
 redis.call('HSET', key, unpack(hset))
-redis.call('PEXPIREAT', key, at)
+if at then redis.call('PEXPIREAT', key, at) end
 publish(KEYS[2], version, 'updated', changed, removed, payload)
 if known ~= before then known = -2 end
 if known >= 0 then known = version end
