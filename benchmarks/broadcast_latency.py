@@ -11,9 +11,9 @@ next starts once every subscriber of the last one has it, so each figure is one 
   ``publish()`` to ``subscribe()``, same shapes.
 - Across two processes on one Redis (clock: time.monotonic_ns, CLOCK_MONOTONIC, one clock for the
   whole Linux host): this process writes with ``RedisStore.commit()``, a second one subscribes
-  through its own ``RedisStore``; reference: plain redis-py PUBLISH here, one redis-py pub/sub
-  connection receiving in the other process, subscribed to as many channels as there are sessions
-  (one receipt per message: fan-out inside the process is not Redis's job).
+  through its own ``RedisStore``; reference: plain redis-py PUBLISH here, received in the other
+  process by as many redis-py pub/sub connections as there are subscribers per session (1, 100,
+  2), each subscribed to every session's channel: as many receipts per write as live-session's.
 
 Writes a chart of the percentiles (default benchmarks/broadcast_latency.png).
 """
@@ -33,6 +33,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from benchlib import SESSION, TTL, PartResult, Target, machine, percentile, redis_server, table
 from broadcaster import Broadcast
+from redis.asyncio.client import PubSub
 
 from live_session import MemoryStore, RedisStore
 
@@ -192,7 +193,7 @@ async def across_processes(system: str, shape: Shape, url: str) -> tuple[list[in
         stdout=asyncio.subprocess.PIPE,
     )
     assert child.stdin is not None and child.stdout is not None
-    per_write = 1 if system == "raw" else shape.per_session
+    per_write = shape.per_session
     try:
         if (await asyncio.wait_for(child.stdout.readline(), 120)).strip() != b"ready":
             raise RuntimeError(f"{system} subscriber process failed to start")
@@ -228,7 +229,7 @@ async def child(system: str, shape: Shape, url: str) -> None:
     """The subscriber process: prints "ready", one "ack" per write received by all, then the receive times."""
     times: list[int] = []
     count = 0
-    per_write = 1 if system == "raw" else shape.per_session
+    per_write = shape.per_session
     keys = [f"session-{i}" for i in range(shape.sessions)]
 
     def hit() -> None:
@@ -270,27 +271,31 @@ async def child(system: str, shape: Shape, url: str) -> None:
         await store.aclose()
         await asyncio.gather(*tasks, return_exceptions=True)
     else:
-        client = aioredis.Redis.from_url(url)
-        pubsub = client.pubsub()
+        # One pub/sub connection per subscriber of a session, each on every channel.
+        client = aioredis.Redis.from_url(url, max_connections=per_write + 10)
+        pubsubs = [client.pubsub() for _ in range(per_write)]
         channels = [PREFIX + "raw:" + key for key in keys]
-        await pubsub.subscribe(*channels)
-        confirmed = 0
-        while confirmed < len(channels):
-            message = await pubsub.get_message(timeout=10)
-            confirmed += message is not None and message["type"] == "subscribe"
+        for pubsub in pubsubs:
+            await pubsub.subscribe(*channels)
+            confirmed = 0
+            while confirmed < len(channels):
+                message = await pubsub.get_message(timeout=10)
+                confirmed += message is not None and message["type"] == "subscribe"
         print("ready", flush=True)
 
-        async def listen() -> None:
+        async def listen(pubsub: PubSub) -> None:
             while True:
                 message = await pubsub.get_message(timeout=None)
                 if message is not None and message["type"] == "message":
                     hit()
 
-        listener = asyncio.create_task(listen())
+        listeners = [asyncio.create_task(listen(pubsub)) for pubsub in pubsubs]
         await done
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        for listener in listeners:
+            listener.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+        for pubsub in pubsubs:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
         await client.aclose()
     sys.stdout.write(json.dumps(times) + "\n")
     sys.stdout.flush()
@@ -320,8 +325,6 @@ async def measure(url: str | None, scale: float) -> dict[str, dict[str, list[flo
     if url is not None:
         for system, name in (("live", LIVE_REDIS), ("raw", RAW_REDIS), ("wire", WIRE)):
             for shape in shapes:
-                if system == "raw" and shape.per_session > 1 and shape.sessions == 1:
-                    continue  # the same as 1 subscriber for plain pub/sub: one message to one connection
                 from_start, from_return = await across_processes(system, shape, url)
                 results.setdefault(name, {})[shape.label] = summary(from_start)
                 results.setdefault(name + FROM_RETURN, {})[shape.label] = summary(from_return)
@@ -382,8 +385,9 @@ def run(*, with_redis: bool = True, scale: float = 1.0, chart_path: Path | None 
         markdown += (
             "\n\nAcross two processes on one Redis (`time.monotonic_ns`, CLOCK_MONOTONIC, one clock for the "
             "host): `RedisStore.commit()` in one process, `RedisStore.subscribe()` in another, next to plain "
-            "redis-py PUBLISH received on one pub/sub connection subscribed to as many channels as there are "
-            "sessions. Redis sends the message before the write's reply, so on this machine a subscriber often "
+            "redis-py PUBLISH received by as many redis-py pub/sub connections as there are subscribers per "
+            "session, each subscribed to every session's channel (as many receipts per write as "
+            "live-session's). Redis sends the message before the write's reply, so on this machine a subscriber often "
             "has it before the writer has its reply: these figures run from the write's start (the table "
             "below them, from its return, has negative medians).\n\n"
             + table(headers, rows(LIVE_REDIS, RAW_REDIS), 2)
@@ -404,7 +408,7 @@ def run(*, with_redis: bool = True, scale: float = 1.0, chart_path: Path | None 
     if with_redis:
         live, raw = results[LIVE_REDIS], results[RAW_REDIS]
         for shape in SHAPES:
-            reference = raw.get(shape.label, raw[SHAPES[0].label])
+            reference = raw[shape.label]
             slower = live[shape.label][0] / reference[0]
             measured = f"{slower:.2f}x ({us(live[shape.label][0])} / {us(reference[0])} µs)"
             what = f"2 processes, {shape.label}: median ÷ raw PUBLISH's"
