@@ -36,6 +36,8 @@ class Store(ABC):
 
         With ``ttl``, its idle lifetime is extended to ``ttl`` seconds from now
         in the same step. That is not a change: no version bump, no broadcast.
+        A store may skip an extension that would move the end by only a small
+        share of ``ttl`` (``RedisStore``: 5 %, at most a minute), saving a write.
         """
 
     @abstractmethod
