@@ -31,6 +31,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starsessions import InMemoryStore, JsonSerializer, SessionAutoloadMiddleware, generate_session_id
 from starsessions import SessionMiddleware as StarSessionMiddleware
 from starsessions.stores.base import SessionStore
@@ -49,6 +50,7 @@ RAW_KEY = "bench:raw-session"
 # Configurations under test, in table order: name -> label.
 CONFIGS: dict[str, str] = {
     "none": "no session middleware (the limit)",
+    "floor": "a pass-through middleware (the floor of any session middleware)",
     "starlette": "Starlette `SessionMiddleware`",
     "starsessions-memory": "starsessions, `InMemoryStore`",
     "live-memory": "live-session, `MemoryStore`",
@@ -57,6 +59,27 @@ CONFIGS: dict[str, str] = {
     "live-redis": "live-session, `RedisStore`",
 }
 REDIS_CONFIGS = frozenset({"redis-raw", "starsessions-redis", "live-redis"})
+BARE_CONFIGS = ("none", "floor")  # a route that does not read the session: one case each
+
+
+class PassThrough:
+    """The least any session middleware does: put a session in the scope, add a header to the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope["session"] = {}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"vary", b"Cookie")]
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
 
 
 # -- the app under test --
@@ -82,7 +105,7 @@ async def cookie_route(request: Request) -> PlainTextResponse:
 
 def route_paths(config: str) -> tuple[str, str]:
     """The read and the write path of a configuration."""
-    if config == "none":
+    if config in BARE_CONFIGS:
         return "/bare", "/bare"
     if config == "redis-raw":
         return "/raw-read", "/raw-write"
@@ -125,6 +148,8 @@ def build_app(name: str, redis_url: str | None = None) -> BenchApp:
     seed: Callable[[], Awaitable[str | None]] = no_cookie
     if name == "none":
         pass
+    elif name == "floor":
+        middleware = [Middleware(PassThrough)]
     elif name == "starlette":
         middleware = [Middleware(SessionMiddleware, secret_key=SECRET, max_age=TTL)]
 
@@ -356,10 +381,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 # (group, rows as (configuration, route)); live-session's row is compared with every other row of its group.
 REQUEST_GROUPS: list[tuple[str, list[tuple[str, str]], str]] = [
-    ("memory, read", [("none", "read"), ("starlette", "read"), ("starsessions-memory", "read")], "live-memory"),
+    (
+        "memory, read",
+        [("none", "read"), ("floor", "read"), ("starlette", "read"), ("starsessions-memory", "read")],
+        "live-memory",
+    ),
     (
         "memory, change a key",
-        [("none", "read"), ("starlette", "write"), ("starsessions-memory", "write")],
+        [("none", "read"), ("floor", "read"), ("starlette", "write"), ("starsessions-memory", "write")],
         "live-memory",
     ),
     ("Redis, read", [("redis-raw", "read"), ("starsessions-redis", "read")], "live-redis"),
@@ -368,14 +397,14 @@ REQUEST_GROUPS: list[tuple[str, list[tuple[str, str]], str]] = [
 
 
 def case_name(config: str, route: str) -> str:
-    return "none" if config == "none" else f"{config}/{route}"
+    return config if config in BARE_CONFIGS else f"{config}/{route}"
 
 
 def request_cases(with_redis: bool) -> list[tuple[str, str]]:
     """Every (configuration, route) to measure, in table order."""
-    cases: list[tuple[str, str]] = [("none", "read")]
+    cases: list[tuple[str, str]] = [(config, "read") for config in BARE_CONFIGS]
     for config in CONFIGS:
-        if config != "none" and (with_redis or config not in REDIS_CONFIGS):
+        if config not in BARE_CONFIGS and (with_redis or config not in REDIS_CONFIGS):
             cases += [(config, "read"), (config, "write")]
     return cases
 
