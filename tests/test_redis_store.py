@@ -515,3 +515,91 @@ def test_commands_are_packed_as_redis_py_packs_them() -> None:
     assert b"".join(latin.pack_command("SET", "k", "é")) == b"".join(
         Connection(encoding="latin-1").pack_command("SET", "k", "é")
     )
+
+
+async def test_a_size_an_older_writer_left_stale_is_counted_afresh(redis_url: str) -> None:
+    """During a rolling upgrade a format-1 writer changes a record without keeping `_s`: never trusted then."""
+    store = RedisStore(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        record = await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+        await client.hset(store._hash("k"), mapping={"k:b": "2", "_v": "2", "_f": "1"})  # as the old script did
+        after = await store.commit("k", {}, ["a"], ttl=60, drop_if_empty=True, base=record)
+        assert after is not None and dict(after.data) == {"b": "2"} and after.version == 3
+        assert await client.hget(store._hash("k"), "_s") == b"6" and await client.hget(store._hash("k"), "_f") == b"2"
+    finally:
+        await client.aclose()
+        await store.aclose()
+
+
+async def test_lifetimes_follow_the_server_clock_whatever_the_estimate(redis_url: str) -> None:
+    """A client whose estimate of the server's clock is far off never deletes a session nor leaves one forever."""
+    for error_ms in (-600_000, 600_000):
+        store = RedisStore(redis_url)
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            state = await store._state()
+            await store._server_now(state)
+            state.clock_offset += error_ms
+            record = await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+            name = store._hash("k")
+            assert 0 < await client.pttl(name) <= 60_000
+            assert await store.load("k", ttl=60) is not None
+            assert await store.commit("k", {"a": "2"}, (), ttl=60, base=record) is not None
+            assert await store.commit("k", {"a": "2"}, (), ttl=60) is not None  # no change: lifetime only
+            assert 0 < await client.pttl(name) <= 60_000
+            assert await store.load("k", ttl=60) is not None
+        finally:
+            await client.delete(store._hash("k"))
+            await client.aclose()
+            await store.aclose()
+
+
+async def test_a_shorter_idle_timeout_shortens_existing_sessions(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.commit("k", {"a": "1"}, (), ttl=3600, create=True)
+        assert await store.load("k", ttl=10) is not None
+        assert 0 < await client.pttl(store._hash("k")) <= 10_000
+    finally:
+        await client.aclose()
+        await store.aclose()
+
+
+async def test_a_change_landing_while_a_subscriber_reads_its_snapshot_reaches_it(redis_url: str) -> None:
+    """The message of a commit made after watch()'s read, handled before that read returns, is not lost."""
+    store = RedisStore(redis_url)
+    writer = RedisStore(redis_url)
+    try:
+        await writer.commit("k", {"a": "1"}, (), ttl=60, create=True)
+        await writer.commit("other", {"a": "1"}, (), ttl=60, create=True)
+        state = await store._state()
+        async with store.subscribe("other") as others:  # the listener is up: only watch() reads below
+            await next_update(others)
+        load = store.load
+        first = True
+
+        async def load_then_change(key: str, *, ttl: float | None = None) -> Record | None:
+            nonlocal first
+            record = await load(key, ttl=ttl)
+            if first:
+                first = False
+                await writer.commit("k", {"a": "2"}, (), ttl=60)
+                # Hold the read's result back until the listener has handled the message: it has
+                # queued a re-read, or made it already.
+                deadline = asyncio.get_running_loop().time() + 5
+                while "k" not in state.stale and state.watched["k"].version < 2:
+                    assert asyncio.get_running_loop().time() < deadline, "the message was dropped"
+                    await asyncio.sleep(0.001)
+            return record
+
+        store.load = load_then_change  # type: ignore[method-assign]
+        async with store.subscribe("k") as updates:
+            snapshot = await next_update(updates)
+            assert snapshot.session == {"a": 1}
+            update = await next_update(updates)
+            assert update.version == 2 and update.session == {"a": 2}
+    finally:
+        await writer.aclose()
+        await store.aclose()

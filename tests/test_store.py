@@ -55,6 +55,16 @@ async def test_a_commit_returns_the_stored_session_whatever_base_it_is_given(sto
     assert await store.load("k") == stale
 
 
+async def test_a_commit_of_thousands_of_keys(store: Store) -> None:
+    """Past what one Lua unpack() takes (about 8,000 values): set, then removed, in single commits."""
+    names = [f"k{i}" for i in range(5000)]
+    created = await store.commit("k", dict.fromkeys(names, "1"), (), ttl=TTL, create=True)
+    assert created is not None and len(created.data) == 5000
+    emptied = await store.commit("k", {"last": "2"}, names, ttl=TTL, base=created)
+    assert emptied is not None and dict(emptied.data) == {"last": "2"}
+    assert await store.load("k") == emptied
+
+
 async def test_commit_never_resurrects(store: Store) -> None:
     assert await store.commit("gone", {"a": "1"}, (), ttl=TTL) is None
     await store.commit("k", {"a": "1"}, (), ttl=TTL, create=True)
@@ -116,7 +126,7 @@ async def test_regenerate_moves_data_and_ends_old_subscriptions(store: Store) ->
         moved = await store.regenerate("old", "new", ttl=TTL)
         assert moved is not None and dict(moved.data) == {"user": '"ada"'} and moved.version == 2
         update = await next_update(updates)
-        assert update.reason == "regenerated" and update.version == 2
+        assert update.reason == "regenerated" and update.version == 2 and update.session == {"user": "ada"}
         with pytest.raises(StopAsyncIteration):
             await next_update(updates)
     assert await store.load("old") is None

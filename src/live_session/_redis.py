@@ -244,11 +244,14 @@ class RedisStore(Store):
             return await self._call(state, write, "EVAL", script, len(keys), *keys, *args)
 
     async def _server_now(self, state: _LoopState) -> int:
-        """The server's clock in ms, from this host's monotonic clock and an offset re-measured every minute."""
-        now = time.monotonic()
+        """An estimate of the server's clock (ms): this host's steady clock plus an offset re-measured every minute.
+
+        It only decides whether a lifetime needs setting; the scripts set it by the server's own clock.
+        """
+        now = _steady()
         if now - state.clock_checked > _CLOCK_CHECK:
             seconds, micros = await self._call(state, False, "TIME")
-            after = time.monotonic()
+            after = _steady()
             # The server read its clock somewhere in the round trip: take the middle.
             state.clock_offset = int(seconds) * 1000 + int(micros) / 1000 - (now + after) * 500
             state.clock_checked = now = after
@@ -276,13 +279,14 @@ class RedisStore(Store):
         if version is None:
             return None  # expired between fields: only a TOUCH's _e was left behind
         if ttl is not None:
-            # Extend the idle lifetime only when it has run down by more than the slack: most reads
-            # are then one plain HGETALL, and a session in use still never ends before its time.
+            # Set the idle lifetime only when its end is more than the slack away from where it
+            # belongs: most reads are then one plain HGETALL, and a session in use still never ends
+            # before its time (less the slack).
             ttl_ms = _ms(ttl)
             now = await self._server_now(state)
-            wanted = ttl_ms if deadline is None else min(ttl_ms, deadline - now)
-            run_down = ends is None or ends - now < wanted - _slack(ttl_ms)
-            if run_down and not await self._run(scripts.TOUCH, [name], [ttl_ms, now], state=state):
+            wanted = now + ttl_ms if deadline is None else min(now + ttl_ms, deadline)
+            off = ends is None or abs(ends - wanted) > _slack(ttl_ms)
+            if off and not await self._run(scripts.TOUCH, [name], [ttl_ms], state=state):
                 return None  # gone since the read
         return Record(data, version)
 
@@ -348,7 +352,7 @@ class RedisStore(Store):
     async def regenerate(self, key: str, new_key: str, *, ttl: float) -> Record | None:
         state = await self._state()
         keys = [self._hash(key), self._hash(new_key), self._channel(key)]
-        args = [_ms(ttl), scripts.FORMAT, secrets.token_hex(8), await self._server_now(state)]
+        args = [_ms(ttl), scripts.FORMAT, secrets.token_hex(8)]
         reply = await self._run(scripts.REGENERATE, keys, args, write=True, state=state)
         if not reply:
             return None
@@ -493,7 +497,7 @@ class RedisStore(Store):
                 if now - last_heard > 3 * interval + self.socket_timeout:
                     raise RedisConnectionError("no reply on the pub/sub connection")
                 await pubsub.ping()
-                await self._check_expiry(state, pubsub)
+                await self._check_expiry(state)
                 next_check = now + interval
 
     def _handle(self, state: _LoopState, message: dict[str, Any]) -> None:
@@ -514,12 +518,13 @@ class RedisStore(Store):
         if version <= watched.version:
             return  # late or duplicate
         data: dict[str, str] = {}
-        if reason == "updated":
-            # A message carries only what changed: it applies to the version just before it.
-            if watched.version < 0:
-                return  # the subscriber's own read, on its way, is at least this new
-            if version != watched.version + 1:
-                state.stale.add(key)  # a message went missing: the pump re-reads the session
+        if reason == "regenerated":
+            data.update(watched.data)  # moved, not changed: its subscribers' last view of it
+        elif reason == "updated":
+            # A message carries only what changed: it applies to the version just before it. Before
+            # a subscriber's first read, or after a gap, the pump re-reads the session instead.
+            if version != watched.version + 1 or watched.version < 0:
+                state.stale.add(key)
                 return
             data.update(watched.data)
             for name in removed:
@@ -559,17 +564,19 @@ class RedisStore(Store):
         if keys is None:
             state.stale.clear()
             keys = list(state.watched)
+        missing: list[str] = []
         for key in keys:
             watched = state.watched.get(key)
             if watched is None:
                 continue
             record = await self.load(key)
             if record is None:
-                self._deliver(state, key, watched, watched.version + 1, "expired", {}, (), watched.data)
+                missing.append(key)
             else:
                 self._catch_up(state, key, watched, record)
+        await self._report_expired(state, missing)
 
-    async def _check_expiry(self, state: _LoopState, pubsub: PubSub) -> None:
+    async def _check_expiry(self, state: _LoopState) -> None:
         """Tell subscribers of sessions that Redis expired (no keyspace notifications needed)."""
         keys = list(state.watched)
         if not keys:
@@ -580,12 +587,17 @@ class RedisStore(Store):
             for key in keys:
                 pipe.exists(self._hash(key))
             exists = await pipe.execute()
-        missing = [key for key, present in zip(keys, exists, strict=True) if not present]
+        await self._report_expired(state, [key for key, present in zip(keys, exists, strict=True) if not present])
+
+    async def _report_expired(self, state: _LoopState, missing: list[str]) -> None:
+        """Tell the subscribers of sessions found missing that they expired, unless a message says otherwise."""
         if not missing:
             return
+        pubsub = state.pubsub  # the listener's own (this runs in the listener task)
+        assert pubsub is not None
         # A destroyed or regenerated message may still be on its way, and it tells the real reason.
-        # It was queued on the pub/sub connection before our EXISTS ran, so it arrives before the
-        # reply to a PING sent now: read up to that reply first.
+        # It was queued on the pub/sub connection before the read that missed the session, so it
+        # arrives before the reply to a PING sent now: read up to that reply first.
         token = secrets.token_hex(4)
         await pubsub.ping(token)
         async with asyncio.timeout(self.socket_timeout):
@@ -617,6 +629,14 @@ def _unavailable(error: RedisError) -> Exception:
 
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000)) if seconds > 0 else 0
+
+
+def _steady() -> float:
+    """Seconds on a clock that never jumps and, on Linux, keeps counting while the host is suspended."""
+    return time.clock_gettime(_STEADY_CLOCK)
+
+
+_STEADY_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
 def _slack(ttl_ms: int) -> int:

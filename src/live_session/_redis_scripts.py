@@ -36,14 +36,42 @@ def sha(script: str) -> str:
 FORMAT = 2
 
 _PRELUDE = """
--- The idle lifetime's end: `ttl` ms after `now`, never past the deadline (all server time, ms).
-local function ends_at(now, ttl, deadline)
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Set the idle lifetime: `ttl` ms from now by the server's clock, never past the deadline, and
+-- remember its end in `_e` (set first: PEXPIREAT never deletes, as the end is always ahead).
+local function expire(key, ttl, deadline)
+  local now = now_ms()
   local at = now + tonumber(ttl)
   if deadline and deadline < at then at = math.max(now + 1, deadline) end
-  return at
+  redis.call('HSET', key, '_e', at)
+  redis.call('PEXPIREAT', key, at)
+end
+-- Whether the idle lifetime needs setting: its recorded end `ends` is more than `slack` ms away
+-- from where `ttl` (capped by the deadline) would put it, by the client's estimate of the server's
+-- clock `now`. Both ways: a shorter idle_timeout shortens sessions too.
+local function needs_setting(ends, now, ttl, deadline, slack)
+  if not ends then return true end
+  local at = now + tonumber(ttl)
+  if deadline and deadline < at then at = deadline end
+  return math.abs(at - ends) > slack
 end
 local function publish(channel, version, reason, changed, removed, payload)
   redis.call('PUBLISH', channel, cjson.encode({v = version, r = reason, c = changed, x = removed, d = payload}))
+end
+-- A command over a long list of arguments, in slices that Lua's unpack() can take; replies joined.
+local function sliced(command, key, list)
+  if #list <= 4000 then return redis.call(command, key, unpack(list)) end
+  local out = {}
+  for i = 1, #list, 4000 do
+    local part = redis.call(command, key, unpack(list, i, math.min(i + 3999, #list)))
+    if type(part) == 'table' then
+      for j = 1, #part do out[#out + 1] = part[j] end
+    end
+  end
+  return out
 end
 -- The size parts of a whole record: for a format-1 record, which does not keep `_s`.
 local function count_size(key)
@@ -66,22 +94,22 @@ local function contents(key)
 end
 """
 
-# KEYS: hash. ARGV: ttl ms, now. Extends the idle lifetime of an existing session; replies 1, or 0 if none.
+# KEYS: hash. ARGV: ttl ms. Sets the idle lifetime of an existing session; replies 1, or 0 if none.
 TOUCH = (
     _PRELUDE
     + """
-local deadline = redis.call('HGET', KEYS[1], '_d')
-local at = ends_at(tonumber(ARGV[2]), ARGV[1], tonumber(deadline))
-if redis.call('PEXPIREAT', KEYS[1], at) == 0 then return 0 end
-redis.call('HSET', KEYS[1], '_e', at)
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+expire(KEYS[1], ARGV[1], tonumber(redis.call('HGET', KEYS[1], '_d')))
 return 1
 """
 )
 
 # KEYS: hash, channel. ARGV: ttl ms, create, expected version (-1: any), drop if empty, max size,
-# format, commit id, absolute lifetime ms ('' for none; used on create), now, known version (-1:
-# none), slack ms, n, then n (name, json) pairs, then names to remove.
-# Like a read, a commit extends the idle lifetime only once it has run down by the slack.
+# format, commit id, absolute lifetime ms ('' for none; used on create), now (the client's estimate
+# of the server's clock, ms), known version (-1: none), slack ms, n, then n (name, json) pairs,
+# then names to remove.
+# Like a read, a commit sets the idle lifetime only when it is more than the slack away from
+# where it belongs (by the estimate); the new end itself always comes from the server's clock.
 # Replies {status, version, size parts, contents}: status is ok, missing, conflict (with the
 # version), dropped or toolarge (with the size). Contents (flat name, json pairs) come only when
 # the client cannot work them out: when the session changed since the version it knows.
@@ -95,15 +123,18 @@ local lifetime, now, known = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local slack, n = tonumber(ARGV[11]), tonumber(ARGV[12])
 local first_removed = 13 + 2 * n
 -- One read for the bookkeeping and the current value of every key named.
-local fields = {'_v', '_c', '_d', '_s', '_e'}
+local fields = {'_v', '_c', '_d', '_s', '_e', '_f'}
 for i = 0, n - 1 do fields[#fields + 1] = 'k:' .. ARGV[13 + 2 * i] end
 for i = first_removed, #ARGV do fields[#fields + 1] = 'k:' .. ARGV[i] end
-local got = redis.call('HMGET', key, unpack(fields))
+local got = sliced('HMGET', key, fields)
 local exists = got[1] ~= false
 if not exists and not create then return {'missing'} end
-local version, deadline, size = tonumber(got[1]) or 0, tonumber(got[3]), tonumber(got[4])
-if exists and size == nil then size = count_size(key) end
-size = size or 0
+local version, deadline = tonumber(got[1]) or 0, tonumber(got[3])
+-- `_s` is kept by format 2 only: an older writer may have changed the record without it.
+local size = 0
+if exists then
+  if got[6] == '2' then size = tonumber(got[4]) else size = count_size(key) end
+end
 local function reply(status)
   if (exists and known == version) or (not exists and known < 0) then return {status, version, size} end
   return {status, version, size, contents(key)}
@@ -112,7 +143,7 @@ if exists and got[2] == commit_id then known = -2; return reply('ok') end
 if expected >= 0 and expected ~= version then return {'conflict', version} end
 local changed, payload, hset, setting = {}, {}, {}, {}
 for i = 0, n - 1 do
-  local name, text, old = ARGV[13 + 2 * i], ARGV[14 + 2 * i], got[6 + i]
+  local name, text, old = ARGV[13 + 2 * i], ARGV[14 + 2 * i], got[7 + i]
   setting[name] = true
   if old ~= text then
     if old then size = size - (#name + #old + 4) end
@@ -125,7 +156,7 @@ for i = 0, n - 1 do
 end
 local removed, hdel = {}, {}
 for i = first_removed, #ARGV do
-  local name, old = ARGV[i], got[6 + n + i - first_removed]
+  local name, old = ARGV[i], got[7 + n + i - first_removed]
   if old and not setting[name] then
     setting[name] = true
     size = size - (#name + #old + 4)
@@ -133,18 +164,9 @@ for i = first_removed, #ARGV do
     hdel[#hdel + 1] = 'k:' .. name
   end
 end
--- The new end of the idle lifetime, or nil while the one set is within the slack of it.
-local function extension()
-  local at, ends = ends_at(now, ttl, deadline), tonumber(got[5])
-  if exists and ends and at - ends <= slack then return nil end
-  return at
-end
+local extend = not exists or needs_setting(tonumber(got[5]), now, ttl, deadline, slack)
 if exists and #changed == 0 and #removed == 0 then
-  local at = extension()
-  if at then
-    redis.call('PEXPIREAT', key, at)
-    redis.call('HSET', key, '_e', at)
-  end
+  if extend then expire(key, ttl, deadline) end
   return reply('ok')
 end
 local before = version
@@ -157,22 +179,17 @@ end
 local total = size + 1
 if size == 0 then total = 2 end
 if total > max_size then return {'toolarge', total} end
-if #hdel > 0 then redis.call('HDEL', key, unpack(hdel)) end
-if not exists and lifetime ~= '' then
-  deadline = now + tonumber(lifetime)
-  hset[#hset + 1] = '_d'
-  hset[#hset + 1] = deadline
-end
-local at = extension()
+if #hdel > 0 then sliced('HDEL', key, hdel) end
 for _, field in ipairs({'_v', version, '_f', ARGV[6], '_c', commit_id, '_s', size}) do
   hset[#hset + 1] = field
 end
-if at then
-  hset[#hset + 1] = '_e'
-  hset[#hset + 1] = at
+if not exists and lifetime ~= '' then
+  deadline = now_ms() + tonumber(lifetime)
+  hset[#hset + 1] = '_d'
+  hset[#hset + 1] = deadline
 end
-redis.call('HSET', key, unpack(hset))
-if at then redis.call('PEXPIREAT', key, at) end
+sliced('HSET', key, hset)
+if extend then expire(key, ttl, deadline) end
 publish(KEYS[2], version, 'updated', changed, removed, payload)
 if known ~= before then known = -2 end
 if known >= 0 then known = version end
@@ -197,12 +214,12 @@ return 1
 """
 )
 
-# KEYS: old hash, new hash, old channel. ARGV: ttl ms, format, commit id, now.
+# KEYS: old hash, new hash, old channel. ARGV: ttl ms, format, commit id.
 # Replies {new version, contents}, or false if there was no session.
 REGENERATE = (
     _PRELUDE
     + """
-local got = redis.call('HMGET', KEYS[1], '_v', '_d')
+local got = redis.call('HMGET', KEYS[1], '_v', '_d', '_f')
 if got[1] == false then
   -- A retry after a lost reply: the session is already under the new key.
   if redis.call('HGET', KEYS[2], '_c') == ARGV[3] then
@@ -211,10 +228,14 @@ if got[1] == false then
   return false
 end
 local version = tonumber(got[1]) + 1
-local at = ends_at(tonumber(ARGV[4]), ARGV[1], tonumber(got[2]))
 redis.call('RENAME', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[2], '_v', version, '_f', ARGV[2], '_c', ARGV[3], '_e', at)
-redis.call('PEXPIREAT', KEYS[2], at)
+local fields = {'_v', version, '_c', ARGV[3]}
+if got[3] ~= '2' then
+  -- A record of an older format: count its size, as format 2 keeps it.
+  for _, field in ipairs({'_f', ARGV[2], '_s', count_size(KEYS[2])}) do fields[#fields + 1] = field end
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+expire(KEYS[2], ARGV[1], tonumber(got[2]))
 publish(KEYS[3], version, 'regenerated', {}, {}, {})
 return {version, contents(KEYS[2])}
 """

@@ -56,6 +56,9 @@ class Store(ABC):
     ) -> Record | None:
         """Set ``changes`` and delete ``removed`` in one atomic step, bump the version and broadcast.
 
+        ``changes`` maps keys to JSON text as ``live_session``'s encoder writes it (ASCII: sizes
+        count characters, and every store counts them alike only then).
+
         Keys not named are left as they are, so writers of different keys never
         overwrite each other. Returns the session after the commit, or None if
         it does not exist (destroyed or expired) and ``create`` is false: a
