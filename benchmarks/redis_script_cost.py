@@ -44,7 +44,8 @@ async def measure(url: str, calls: int, rounds: int) -> list[tuple[str, float, f
     store = RedisStore(url, prefix="cost:")
     stored = {name: json.dumps(value) for name, value in SESSION.items()}
     record = await store.commit("k", stored, (), ttl=3600, create=True)
-    await client.set("raw", json.dumps(SESSION))
+    raw = json.dumps(SESSION)
+    await client.set("raw", raw)
     noop = await client.script_load("return 1")
     args: list[str | int] = [3600000, 0, -1, 1, 65536, 2, "0123456789abcdef", "", 1, 1, 180000, 1, "visits", "1"]
     counter = 0
@@ -54,13 +55,31 @@ async def measure(url: str, calls: int, rounds: int) -> list[tuple[str, float, f
         counter += 1
         record = await store.commit("k", {"visits": str(counter)}, (), ttl=3600, base=record)
 
+    noop_label = "EVALSHA of `return 1`, a commit's arguments (redis-py's own packer)"
     cases: list[tuple[str, str, Call]] = [
         ("GET", "get", lambda: client.get("raw")),
-        ("SET", "set", lambda: client.set("raw", json.dumps(SESSION), ex=3600)),
+        ("SET", "set", lambda: client.set("raw", raw, ex=3600)),
         ("HGETALL (a live-session read)", "hgetall", lambda: client.hgetall("cost:s:k")),
-        ("EVALSHA of `return 1`, a commit's arguments", "evalsha", lambda: client.evalsha(noop, 2, "a", "b", *args)),
+        (noop_label, "evalsha", lambda: client.evalsha(noop, 2, "a", "b", *args)),
         ("RedisStore.commit(), one key changed", "evalsha", commit),
     ]
+    # The least a commit script does: read the bookkeeping and the key, write them, publish; no logic.
+    least = await client.script_load(
+        "local got = redis.call('HMGET', KEYS[1], '_v', '_c', '_d', '_s', '_e', '_f', 'k:' .. ARGV[13]) "
+        "local version = tonumber(got[1]) + 1 "
+        "redis.call('HSET', KEYS[1], 'k:' .. ARGV[13], ARGV[14], '_v', version, '_c', ARGV[7], '_s', 500) "
+        "redis.call('PUBLISH', KEYS[2], cjson.encode({v = version, r = 'updated', c = {ARGV[13]}, x = {}, "
+        "d = {[ARGV[13]] = ARGV[14]}})) "
+        "return {'ok', version, 500}"
+    )
+    await client.hset("cost:least", mapping={"_v": 1, "_f": 2, "_s": 500, "k:user": "42"})
+    cases.append(
+        (
+            "EVALSHA of HMGET + HSET + PUBLISH, no logic",
+            "evalsha",
+            lambda: client.evalsha(least, 2, "cost:least", "x", *args),
+        )
+    )
     for n in (300, 1000, 3000):
         sha: str = await client.script_load(f"local x = 0 for i = 1, {n} do x = x + i end return 1")
         cases.append((f"EVALSHA of a script spinning {n:,} times", "evalsha", spin(client, sha)))
