@@ -40,10 +40,11 @@ logger = logging.getLogger("live_session")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _MAX_BACKOFF = 1.0
 _MAX_CONNECTIONS = 100  # per client and event loop
-# How long a measured offset between this host's monotonic clock and the server's clock is trusted.
+# How long a measured offset between this host's steady clock and the server's clock is trusted.
 _CLOCK_CHECK = 60.0
-# A read extends the idle lifetime only once it has run down by this share of it (at most a minute):
-# a session then ends between idle_timeout minus that slack and idle_timeout after its last use.
+# Reads and commits set the idle lifetime only when its end is further than this share of it (at most
+# a minute) from where it belongs: a session then ends between idle_timeout minus that slack and
+# idle_timeout after its last use.
 _SLACK_SHARE = 0.05
 _MAX_SLACK_MS = 60_000
 
@@ -76,7 +77,7 @@ class _LoopState:
         # Operations in flight are bounded by a semaphore rather than redis-py's BlockingConnectionPool,
         # whose every checkout costs a Condition and a timeout even when connections are free.
         self.slots = asyncio.Semaphore(_MAX_CONNECTIONS)
-        # Server time (ms) minus time.monotonic() (ms), and when it was measured.
+        # Server time (ms) minus this host's steady clock (ms), and when it was measured (s).
         self.clock_offset = 0.0
         self.clock_checked = -math.inf
         # Sessions whose updates arrived with a gap in the versions: re-read them.
@@ -88,8 +89,9 @@ class RedisStore(Store):
 
     Each request that reads a session costs one round trip (a plain HGETALL),
     and each commit one more (apply, bump the version, set the TTL, publish, in
-    one Lua script). Expiry is Redis's own TTL. A read extends the idle lifetime
-    only once 5 % of it (at most a minute) has run down, so a session ends
+    one Lua script). Expiry is Redis's own TTL. Reads and commits set the idle
+    lifetime only when it is more than 5 % of it (at most a minute) away from
+    where it belongs, so a session ends
     between ``idle_timeout`` minus that and ``idle_timeout`` after its last
     use. Broadcasts carry only what changed. Each process keeps one pub/sub
     connection (per event loop) shared by all its subscribers, reconnects with
@@ -163,12 +165,6 @@ class RedisStore(Store):
 
     async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            state = await self._new_state(loop)
-        return state
-
-    async def _new_state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
         state = self._states.get(loop)
         if state is None:
             state = self._states[loop] = _LoopState(
@@ -277,7 +273,7 @@ class RedisStore(Store):
             elif field == b"_d":
                 deadline = int(value)
         if version is None:
-            return None  # expired between fields: only a TOUCH's _e was left behind
+            return None  # not a session record
         if ttl is not None:
             # Set the idle lifetime only when its end is more than the slack away from where it
             # belongs: most reads are then one plain HGETALL, and a session in use still never ends
@@ -640,7 +636,7 @@ _STEADY_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
 def _slack(ttl_ms: int) -> int:
-    """How far an idle lifetime may run down before a read or a commit extends it (ms)."""
+    """How far an idle lifetime's end may be from where it belongs before a read or a commit sets it (ms)."""
     return min(int(ttl_ms * _SLACK_SHARE), _MAX_SLACK_MS)
 
 

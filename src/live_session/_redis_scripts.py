@@ -6,12 +6,13 @@ the value's JSON text; the other fields are bookkeeping:
 - ``_v``: the version; ``_f``: the record format; ``_c``: the id of the last commit;
 - ``_e``: when the idle lifetime ends (server time, ms), as last set;
 - ``_d``: the absolute deadline (server time, ms), if the session has one;
-- ``_s``: the size parts of ``encoded_size()`` summed (a format-1 record lacks it).
+- ``_s``: the size parts of ``encoded_size()`` summed (kept by format 2 only).
 
 Reads are a plain HGETALL, no script: ``_e`` tells the reader whether the idle
-lifetime needs extending (TOUCH), which then happens at most once per slack.
-Scripts touch only the fields they change (HMGET, never HGETALL on the write
-path), because time a script spends in Redis adds to every caller's latency.
+lifetime needs setting (TOUCH), which then happens about once per slack. Every
+lifetime is set by the server's clock (TIME). Scripts touch only the fields
+they change (HMGET, never HGETALL on the write path), because time a script
+spends in Redis adds about 2.5 times as much to its caller's latency.
 Changes are published on the session's channel as JSON, carrying only what changed:
 ``{"v": version, "r": reason, "c": [changed], "x": [removed], "d": {changed name: json}}``.
 Only EVAL/EVALSHA, HGETALL, HMGET, HSET, HGET, HDEL, DEL, EXISTS, RENAME, PEXPIREAT, TIME
