@@ -9,7 +9,7 @@ import multiprocessing
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,21 @@ ROOT = Path(__file__).resolve().parent.parent
 async def next_update(updates: Any, timeout: float = 5) -> SessionUpdate:
     update: SessionUpdate = await asyncio.wait_for(anext(updates), timeout)
     return update
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore(redis_url)
+    yield store
+    await store.aclose()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain client, to look at and change what the store keeps."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 async def test_keys_are_hashes_of_the_id_and_values_json(redis_url: str) -> None:
@@ -432,66 +447,54 @@ async def test_a_format_1_record_is_read_and_written(redis_url: str) -> None:
         await store.aclose()
 
 
-async def test_reads_extend_the_lifetime_only_once_it_has_run_down(redis_url: str) -> None:
-    store = RedisStore(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        await store.commit("k", {"a": "1"}, (), ttl=100, create=True)
-        name = store._hash("k")
-        await client.pexpire(name, 99_000)  # 1 s used of 100: within the slack (5 s)
-        assert await store.load("k", ttl=100) is not None
-        assert await client.pttl(name) <= 99_000
-        await client.hset(name, "_e", int(time.time() * 1000) + 50_000)  # half of it used
-        await client.pexpire(name, 50_000)
-        assert await store.load("k", ttl=100) is not None
-        assert await client.pttl(name) > 98_000
-        assert await store.load("k") is not None and await client.pttl(name) > 98_000
-    finally:
-        await client.aclose()
-        await store.aclose()
+async def test_reads_extend_the_lifetime_only_once_it_has_run_down(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    await redis_store.commit("k", {"a": "1"}, (), ttl=100, create=True)
+    name = redis_store._hash("k")
+    await redis_client.pexpire(name, 99_000)  # 1 s used of 100: within the slack (5 s)
+    assert await redis_store.load("k", ttl=100) is not None
+    assert await redis_client.pttl(name) <= 99_000
+    await redis_client.hset(name, "_e", int(time.time() * 1000) + 50_000)  # half of it used
+    await redis_client.pexpire(name, 50_000)
+    assert await redis_store.load("k", ttl=100) is not None
+    assert await redis_client.pttl(name) > 98_000
+    assert await redis_store.load("k") is not None and await redis_client.pttl(name) > 98_000
 
 
-async def test_commits_extend_the_lifetime_only_once_it_has_run_down(redis_url: str) -> None:
-    store = RedisStore(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        record = await store.commit("k", {"a": "1"}, (), ttl=100, create=True)
-        name = store._hash("k")
-        await client.pexpire(name, 99_000)  # 1 s used of 100: within the slack (5 s)
-        record = await store.commit("k", {"a": "2"}, (), ttl=100, base=record)
-        assert await client.pttl(name) <= 99_000
-        await client.hset(name, "_e", int(time.time() * 1000) + 50_000)  # half of it used
-        await client.pexpire(name, 50_000)
-        record = await store.commit("k", {"a": "3"}, (), ttl=100, base=record)
-        assert await client.pttl(name) > 98_000
-        await client.hset(name, "_e", int(time.time() * 1000) + 50_000)
-        await client.pexpire(name, 50_000)
-        assert await store.commit("k", {"a": "3"}, (), ttl=100, base=record) == record  # no change: extended only
-        assert await client.pttl(name) > 98_000
-    finally:
-        await client.aclose()
-        await store.aclose()
+async def test_commits_extend_the_lifetime_only_once_it_has_run_down(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    record = await redis_store.commit("k", {"a": "1"}, (), ttl=100, create=True)
+    name = redis_store._hash("k")
+    await redis_client.pexpire(name, 99_000)  # 1 s used of 100: within the slack (5 s)
+    record = await redis_store.commit("k", {"a": "2"}, (), ttl=100, base=record)
+    assert await redis_client.pttl(name) <= 99_000
+    await redis_client.hset(name, "_e", int(time.time() * 1000) + 50_000)  # half of it used
+    await redis_client.pexpire(name, 50_000)
+    record = await redis_store.commit("k", {"a": "3"}, (), ttl=100, base=record)
+    assert await redis_client.pttl(name) > 98_000
+    await redis_client.hset(name, "_e", int(time.time() * 1000) + 50_000)
+    await redis_client.pexpire(name, 50_000)
+    assert await redis_store.commit("k", {"a": "3"}, (), ttl=100, base=record) == record  # no change: extended only
+    assert await redis_client.pttl(name) > 98_000
 
 
-async def test_a_gap_in_the_versions_makes_subscribers_re_read(redis_url: str) -> None:
+async def test_a_gap_in_the_versions_makes_subscribers_re_read(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
     """Messages carry only what changed; one that does not follow the last is not applied, the session is re-read."""
-    store = RedisStore(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        await store.commit("k", {"a": "1", "b": "1"}, (), ttl=60, create=True)
-        async with store.subscribe("k") as updates:
-            assert (await next_update(updates)).session == {"a": 1, "b": 1}
-            # A change that reaches Redis without its message (as if the message were lost).
-            await client.hset(store._hash("k"), mapping={"k:b": "2", "_v": "2"})
-            message = {"v": 3, "r": "updated", "c": ["a"], "x": [], "d": {"a": "3"}}
-            await client.hset(store._hash("k"), mapping={"k:a": "3", "_v": "3"})
-            await client.publish(store._channel("k"), json.dumps(message))
-            update = await next_update(updates)
-            assert update.version == 3 and update.session == {"a": 3, "b": 2}
-            assert update.changed == {"a", "b"}
-    finally:
-        await client.aclose()
-        await store.aclose()
+    await redis_store.commit("k", {"a": "1", "b": "1"}, (), ttl=60, create=True)
+    async with redis_store.subscribe("k") as updates:
+        assert (await next_update(updates)).session == {"a": 1, "b": 1}
+        # A change that reaches Redis without its message (as if the message were lost).
+        await redis_client.hset(redis_store._hash("k"), mapping={"k:b": "2", "_v": "2"})
+        message = {"v": 3, "r": "updated", "c": ["a"], "x": [], "d": {"a": "3"}}
+        await redis_client.hset(redis_store._hash("k"), mapping={"k:a": "3", "_v": "3"})
+        await redis_client.publish(redis_store._channel("k"), json.dumps(message))
+        update = await next_update(updates)
+        assert update.version == 3 and update.session == {"a": 3, "b": 2}
+        assert update.changed == {"a", "b"}
 
 
 def test_commands_are_packed_as_redis_py_packs_them() -> None:
@@ -517,19 +520,18 @@ def test_commands_are_packed_as_redis_py_packs_them() -> None:
     )
 
 
-async def test_a_size_an_older_writer_left_stale_is_counted_afresh(redis_url: str) -> None:
+async def test_a_size_an_older_writer_left_stale_is_counted_afresh(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
     """During a rolling upgrade a format-1 writer changes a record without keeping `_s`: never trusted then."""
-    store = RedisStore(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        record = await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
-        await client.hset(store._hash("k"), mapping={"k:b": "2", "_v": "2", "_f": "1"})  # as the old script did
-        after = await store.commit("k", {}, ["a"], ttl=60, drop_if_empty=True, base=record)
-        assert after is not None and dict(after.data) == {"b": "2"} and after.version == 3
-        assert await client.hget(store._hash("k"), "_s") == b"6" and await client.hget(store._hash("k"), "_f") == b"2"
-    finally:
-        await client.aclose()
-        await store.aclose()
+    record = await redis_store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+    await redis_client.hset(redis_store._hash("k"), mapping={"k:b": "2", "_v": "2", "_f": "1"})  # as the old script did
+    after = await redis_store.commit("k", {}, ["a"], ttl=60, drop_if_empty=True, base=record)
+    assert after is not None and dict(after.data) == {"b": "2"} and after.version == 3
+    assert (
+        await redis_client.hget(redis_store._hash("k"), "_s") == b"6"
+        and await redis_client.hget(redis_store._hash("k"), "_f") == b"2"
+    )
 
 
 async def test_lifetimes_follow_the_server_clock_whatever_the_estimate(redis_url: str) -> None:
@@ -555,16 +557,12 @@ async def test_lifetimes_follow_the_server_clock_whatever_the_estimate(redis_url
             await store.aclose()
 
 
-async def test_a_shorter_idle_timeout_shortens_existing_sessions(redis_url: str) -> None:
-    store = RedisStore(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        await store.commit("k", {"a": "1"}, (), ttl=3600, create=True)
-        assert await store.load("k", ttl=10) is not None
-        assert 0 < await client.pttl(store._hash("k")) <= 10_000
-    finally:
-        await client.aclose()
-        await store.aclose()
+async def test_a_shorter_idle_timeout_shortens_existing_sessions(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    await redis_store.commit("k", {"a": "1"}, (), ttl=3600, create=True)
+    assert await redis_store.load("k", ttl=10) is not None
+    assert 0 < await redis_client.pttl(redis_store._hash("k")) <= 10_000
 
 
 async def test_a_change_landing_while_a_subscriber_reads_its_snapshot_reaches_it(redis_url: str) -> None:
