@@ -90,23 +90,19 @@ async def test_tls_rediss_url(tmp_path: Path) -> None:
             await store.aclose()
 
 
-async def test_late_or_duplicate_messages_never_roll_a_view_back(redis_url: str) -> None:
-    store = RedisStore(redis_url)
-    admin = aioredis.Redis.from_url(redis_url)
-    try:
-        await store.commit("k", {"n": "1"}, (), ttl=60, create=True)
-        await store.commit("k", {"n": "2"}, (), ttl=60)
-        async with store.subscribe("k") as updates:
-            assert (await next_update(updates)).version == 2
-            stale = '{"v": 2, "r": "updated", "c": ["n"], "x": {}, "d": {"n": "0"}}'
-            await admin.publish("live-session:c:k", stale)
-            await admin.publish("live-session:c:k", stale.replace('"v": 2', '"v": 1'))
-            await store.commit("k", {"n": "3"}, (), ttl=60)
-            update = await next_update(updates)
-            assert update.version == 3 and update.session == {"n": 3}
-    finally:
-        await admin.aclose()
-        await store.aclose()
+async def test_late_or_duplicate_messages_never_roll_a_view_back(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    await redis_store.commit("k", {"n": "1"}, (), ttl=60, create=True)
+    await redis_store.commit("k", {"n": "2"}, (), ttl=60)
+    async with redis_store.subscribe("k") as updates:
+        assert (await next_update(updates)).version == 2
+        stale = '{"v": 2, "r": "updated", "c": ["n"], "x": {}, "d": {"n": "0"}}'
+        await redis_client.publish("live-session:c:k", stale)
+        await redis_client.publish("live-session:c:k", stale.replace('"v": 2', '"v": 1'))
+        await redis_store.commit("k", {"n": "3"}, (), ttl=60)
+        update = await next_update(updates)
+        assert update.version == 3 and update.session == {"n": 3}
 
 
 async def test_an_existing_client_can_be_given(redis_url: str) -> None:
@@ -400,19 +396,15 @@ async def test_channels_of_ended_sessions_are_unsubscribed(redis_url: str) -> No
         await store.aclose()
 
 
-async def test_scripts_are_sent_again_after_redis_forgets_them(redis_url: str) -> None:
+async def test_scripts_are_sent_again_after_redis_forgets_them(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
     """Scripts run by hash (EVALSHA); after SCRIPT FLUSH (or a restart) the text is sent once more."""
-    store = RedisStore(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
-        await client.script_flush()
-        record = await store.load("k")
-        assert record is not None and dict(record.data) == {"a": "1"}
-        assert await store.commit("k", {"a": "2"}, (), ttl=60) is not None
-    finally:
-        await client.aclose()
-        await store.aclose()
+    await redis_store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+    await redis_client.script_flush()
+    record = await redis_store.load("k")
+    assert record is not None and dict(record.data) == {"a": "1"}
+    assert await redis_store.commit("k", {"a": "2"}, (), ttl=60) is not None
 
 
 async def test_a_burst_beyond_the_pool_size_waits_instead_of_failing(redis_url: str) -> None:
