@@ -74,14 +74,6 @@ local function sliced(command, key, list)
   end
   return out
 end
--- The size parts of a whole record: for a format-1 record, which does not keep `_s`.
-local function count_size(key)
-  local flat, size = redis.call('HGETALL', key), 0
-  for i = 1, #flat, 2 do
-    if string.sub(flat[i], 1, 2) == 'k:' then size = size + #flat[i] - 2 + #flat[i + 1] + 4 end
-  end
-  return size
-end
 -- The session keys and values of a record, flat.
 local function contents(key)
   local flat, out = redis.call('HGETALL', key), {}
@@ -92,6 +84,12 @@ local function contents(key)
     end
   end
   return out
+end
+-- The size parts of a whole record: for a record of an older format, which does not keep `_s`.
+local function count_size(key)
+  local flat, size = contents(key), 0
+  for i = 1, #flat, 2 do size = size + #flat[i] + #flat[i + 1] + 4 end
+  return size
 end
 """
 
