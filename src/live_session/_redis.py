@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import secrets
@@ -19,6 +18,7 @@ from ._errors import SessionConflict, SessionNotFound, SessionTooLarge, StoreUna
 from ._redis_packing import fast_packing
 from ._store import Record, Store
 from ._updates import Reason, SessionUpdate
+from ._values import decode
 
 try:
     import redis.asyncio as aioredis
@@ -82,6 +82,10 @@ class _LoopState:
         self.clock_checked = -math.inf
         # Sessions whose updates arrived with a gap in the versions: re-read them.
         self.stale: set[str] = set()
+        # When the pub/sub connection last delivered anything (loop time), and whether the
+        # listener's reader should check for expired sessions at its next wake-up.
+        self.heard = 0.0
+        self.check_due = False
 
 
 class RedisStore(Store):
@@ -468,15 +472,42 @@ class RedisStore(Store):
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _pump(self, state: _LoopState, pubsub: PubSub) -> None:
+        """Keep time while a reader task hands out messages; return or raise when the connection ends.
+
+        The reader blocks on the connection with no timeout of its own, so a message reaches its
+        subscribers without the cost of arming and disarming a timer per read. Every interval this
+        task pings (the reply wakes the reader, which then checks for expired sessions) and gives
+        up on a connection that has been silent for a few intervals (a dead peer sends no RST).
+        """
         loop = asyncio.get_running_loop()
         interval = self.expiry_check_interval
-        next_check = last_heard = loop.time()
+        state.heard = loop.time()
+        reader = loop.create_task(self._read(state, pubsub), name="live-session redis reader")
+        try:
+            while True:
+                await asyncio.wait([reader], timeout=interval)
+                if reader.done():
+                    reader.result()  # its error, if any, is the listener's
+                    return
+                if loop.time() - state.heard > 3 * interval + self.socket_timeout:
+                    raise RedisConnectionError("no reply on the pub/sub connection")
+                state.check_due = True
+                await pubsub.ping()
+        finally:
+            reader.cancel()
+            # Its error, if it has one, is retrieved even if this task is cancelled while waiting.
+            reader.add_done_callback(_retrieve)
+            await asyncio.wait([reader], timeout=self.socket_timeout)
+
+    async def _read(self, state: _LoopState, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            message = await pubsub.get_message(timeout=interval)
-            now = loop.time()
+            message = await pubsub.get_message(timeout=None)
+            state.heard = loop.time()
             if message is not None:
-                last_heard = now
                 self._handle(state, message)
+                # Let the subscribers just woken have it before this task goes back to reading.
+                await asyncio.sleep(0)
             if state.stale:
                 stale, state.stale = state.stale, set()
                 await self._resync(state, stale)
@@ -487,14 +518,9 @@ class RedisStore(Store):
                 state.unsubscribe.clear()
                 if channels:
                     await pubsub.unsubscribe(*channels)
-            if now >= next_check:
-                # A silent connection may be a dead one (no RST): ping, and give up on it when
-                # nothing at all has come back for a few intervals.
-                if now - last_heard > 3 * interval + self.socket_timeout:
-                    raise RedisConnectionError("no reply on the pub/sub connection")
-                await pubsub.ping()
+            if state.check_due:
+                state.check_due = False
                 await self._check_expiry(state)
-                next_check = now + interval
 
     def _handle(self, state: _LoopState, message: dict[str, Any]) -> None:
         channel = _text(message["channel"])
@@ -509,7 +535,7 @@ class RedisStore(Store):
         watched = state.watched.get(key)
         if watched is None:
             return
-        payload = json.loads(message["data"])
+        payload = decode(_text(message["data"]))
         version, reason, removed = int(payload["v"]), payload["r"], payload["x"] or ()
         if version <= watched.version:
             return  # late or duplicate
@@ -621,6 +647,11 @@ def _unavailable(error: RedisError) -> Exception:
     if isinstance(error, ResponseError) and not refused:
         return error
     return StoreUnavailable(f"Redis cannot serve the request: {error}")
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: whoever ended the reader has already reported why
 
 
 def _ms(seconds: float) -> int:
