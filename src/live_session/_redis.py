@@ -501,7 +501,7 @@ class RedisStore(Store):
 
     async def _read(self, state: _LoopState, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while state.pubsub is pubsub:  # until the listener lets go of this connection, even uncancelled
             message = await pubsub.get_message(timeout=None)
             state.heard = loop.time()
             if message is not None:
