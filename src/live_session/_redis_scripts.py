@@ -119,15 +119,21 @@ COMMIT = (
     _PRELUDE
     + """
 -- Written for the time it spends in Redis, which a client pays about threefold: numbers are
--- converted only where needed, no table or closure is made that the path taken does not use.
+-- converted only where needed, no table or closure is made that the path taken does not use, and
+-- the usual commit (one key set, none removed) calls HMGET and HSET without building their lists.
 local key, ttl, commit_id, known = KEYS[1], ARGV[1], ARGV[7], tonumber(ARGV[10])
 local n = tonumber(ARGV[12])
 local first_removed, last = 13 + 2 * n, #ARGV
 -- One read for the bookkeeping and the current value of every key named.
-local fields = {'_v', '_c', '_d', '_s', '_e', '_f'}
-for i = 0, n - 1 do fields[7 + i] = 'k:' .. ARGV[13 + 2 * i] end
-for i = first_removed, last do fields[7 + n + i - first_removed] = 'k:' .. ARGV[i] end
-local got = sliced('HMGET', key, fields)
+local got
+if n == 1 and last == 14 then
+  got = redis.call('HMGET', key, '_v', '_c', '_d', '_s', '_e', '_f', 'k:' .. ARGV[13])
+else
+  local fields = {'_v', '_c', '_d', '_s', '_e', '_f'}
+  for i = 0, n - 1 do fields[7 + i] = 'k:' .. ARGV[13 + 2 * i] end
+  for i = first_removed, last do fields[7 + n + i - first_removed] = 'k:' .. ARGV[i] end
+  got = sliced('HMGET', key, fields)
+end
 local exists = got[1] ~= false
 if not exists and ARGV[2] ~= '1' then return {'missing'} end
 local version, deadline = tonumber(got[1]) or 0, tonumber(got[3])
@@ -136,17 +142,14 @@ local size = 0
 if exists then
   if got[6] == '2' then size = tonumber(got[4]) else size = count_size(key) end
 end
--- The reply: contents only when the client cannot work them out.
-local function reply(status, known)
-  if (exists and known == version) or (not exists and known < 0) then return {status, version, size} end
-  return {status, version, size, contents(key)}
-end
-if exists and got[2] == commit_id then return reply('ok', -2) end
+-- Replies carry the contents only when the client cannot work them out: when the version it
+-- knows is not the one just before this commit's (or, for a new session, it knew one).
+if exists and got[2] == commit_id then return {'ok', version, size, contents(key)} end
 if ARGV[3] ~= '-1' then
   local expected = tonumber(ARGV[3])
   if expected >= 0 and expected ~= version then return {'conflict', version} end
 end
-local changed, payload, hset = {}, {}, {}
+local changed, payload = {}, {}
 for i = 0, n - 1 do
   local name, text, old = ARGV[13 + 2 * i], ARGV[14 + 2 * i], got[7 + i]
   if old ~= text then
@@ -154,8 +157,6 @@ for i = 0, n - 1 do
     size = size + #name + #text + 4
     changed[#changed + 1] = name
     payload[name] = text
-    hset[#hset + 1] = 'k:' .. name
-    hset[#hset + 1] = text
   end
 end
 local removed, hdel = {}, nil
@@ -177,7 +178,8 @@ end
 local extend = not exists or needs_setting(got[5], ARGV[9], ttl, deadline, ARGV[11])
 if exists and #changed == 0 and #removed == 0 then
   if extend then expire(key, ttl, deadline) end
-  return reply('ok', known)
+  if known == version then return {'ok', version, size} end
+  return {'ok', version, size, contents(key)}
 end
 local before = version
 version = version + 1
@@ -190,19 +192,29 @@ local total = size + 1
 if size == 0 then total = 2 end
 if total > tonumber(ARGV[5]) then return {'toolarge', total} end
 if hdel and #hdel > 0 then sliced('HDEL', key, hdel) end
-local at = #hset
-hset[at + 1], hset[at + 2], hset[at + 3], hset[at + 4] = '_v', version, '_f', ARGV[6]
-hset[at + 5], hset[at + 6], hset[at + 7], hset[at + 8] = '_c', commit_id, '_s', size
-if not exists and ARGV[8] ~= '' then
-  deadline = now_ms() + tonumber(ARGV[8])
-  hset[at + 9], hset[at + 10] = '_d', deadline
+local with_deadline = not exists and ARGV[8] ~= ''
+if #changed == 1 and not with_deadline then
+  local name = changed[1]
+  redis.call('HSET', key, 'k:' .. name, payload[name], '_v', version, '_f', ARGV[6], '_c', commit_id, '_s', size)
+else
+  local hset = {}
+  for i = 1, #changed do
+    hset[2 * i - 1], hset[2 * i] = 'k:' .. changed[i], payload[changed[i]]
+  end
+  local at = #hset
+  hset[at + 1], hset[at + 2], hset[at + 3], hset[at + 4] = '_v', version, '_f', ARGV[6]
+  hset[at + 5], hset[at + 6], hset[at + 7], hset[at + 8] = '_c', commit_id, '_s', size
+  if with_deadline then
+    deadline = now_ms() + tonumber(ARGV[8])
+    hset[at + 9], hset[at + 10] = '_d', deadline
+  end
+  sliced('HSET', key, hset)
 end
-sliced('HSET', key, hset)
 if extend then expire(key, ttl, deadline) end
 publish(KEYS[2], version, 'updated', changed, removed, payload)
-if known ~= before then known = -2 end
-if known >= 0 then known = version end
-return reply('ok', known)
+-- Short when the client knew the version before this one (a new session: knew none).
+if (exists and known == before) or (not exists and known ~= before) then return {'ok', version, size} end
+return {'ok', version, size, contents(key)}
 """
 )
 
