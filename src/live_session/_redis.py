@@ -132,6 +132,9 @@ class RedisStore(Store):
         self._given = client
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]
         self._states = weakref.WeakKeyDictionary()
+        # The loop last served and its state: nearly every call comes from the same loop, and this spares
+        # it the weak reference each WeakKeyDictionary lookup makes. (A state already holds its loop.)
+        self._last: tuple[asyncio.AbstractEventLoop, _LoopState] | None = None
 
     # -- connections, per event loop --
 
@@ -169,6 +172,9 @@ class RedisStore(Store):
 
     async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0] is loop:
+            return last[1]
         state = self._states.get(loop)
         if state is None:
             state = self._states[loop] = _LoopState(
@@ -181,6 +187,7 @@ class RedisStore(Store):
             # connections close cleanly even when the loop belongs to a single TestClient request.
             closer = state.closer = self._close_at_loop_shutdown(loop, state)
             await anext(closer)
+        self._last = (loop, state)
         return state
 
     async def _close_at_loop_shutdown(
@@ -202,6 +209,8 @@ class RedisStore(Store):
             await asyncio.wait([task], timeout=0.1)
         if self._states.get(loop) is state:
             del self._states[loop]
+        if self._last is not None and self._last[1] is state:
+            self._last = None
         for client in (state.client, state.writer, state.listener_client):
             await client.aclose(close_connection_pool=True)
 
