@@ -593,3 +593,31 @@ async def test_a_change_landing_while_a_subscriber_reads_its_snapshot_reaches_it
     finally:
         await writer.aclose()
         await store.aclose()
+
+
+async def test_slots_bound_operations_in_flight_and_hand_over_in_turn() -> None:
+    from live_session._redis import _Slots
+
+    slots = _Slots(1)
+    slots.free -= 1  # one operation in flight
+    with pytest.raises(TimeoutError):
+        await slots.wait(0.01)
+    assert not slots.waiters  # a waiter that gave up is gone
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        await slots.wait(5)
+        order.append(name)
+
+    first = asyncio.ensure_future(take("first"))
+    cancelled = asyncio.ensure_future(take("cancelled"))
+    second = asyncio.ensure_future(take("second"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    slots.release()  # to first, skipping nothing yet
+    await first
+    slots.release()  # past the cancelled waiter, to second
+    await second
+    assert order == ["first", "second"] and cancelled.cancelled()
+    slots.release()
+    assert slots.free == 1 and not slots.waiters

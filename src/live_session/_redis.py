@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -59,6 +60,42 @@ class _Watched:
         self.version = -1
 
 
+class _Slots:
+    """At most ``size`` operations in flight, the others waiting their turn: an ``asyncio.Semaphore``
+    without what it costs every call (acquire and the check before it each scan the waiters)."""
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for a slot (when ``free`` is 0): ``release`` hands it over. TimeoutError after ``timeout``."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self.release()  # handed over just as this gave up: pass it on
+            else:
+                future.cancel()
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(future)
+            raise
+
+    def release(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+        self.free += 1
+
+
 class _LoopState:
     """Everything tied to one event loop: its client, its pub/sub listener and what it watches."""
 
@@ -74,9 +111,9 @@ class _LoopState:
         self.connected = asyncio.Event()
         self.confirmations: dict[str, asyncio.Future[None]] = {}
         self.closer: AsyncGenerator[None, None] | None = None
-        # Operations in flight are bounded by a semaphore rather than redis-py's BlockingConnectionPool,
+        # Operations in flight are bounded here rather than by redis-py's BlockingConnectionPool,
         # whose every checkout costs a Condition and a timeout even when connections are free.
-        self.slots = asyncio.Semaphore(_MAX_CONNECTIONS)
+        self.slots = _Slots(_MAX_CONNECTIONS)
         # Server time (ms) minus this host's steady clock (ms), and when it was measured (s).
         self.clock_offset = 0.0
         self.clock_checked = -math.inf
@@ -223,14 +260,13 @@ class RedisStore(Store):
     async def _call(self, state: _LoopState, write: bool, *command: Any) -> Any:
         """Run one command, waiting for a free slot if _MAX_CONNECTIONS are busy; outages become StoreUnavailable."""
         slots = state.slots
-        try:
-            if slots.locked():
-                async with asyncio.timeout(self.socket_timeout):
-                    await slots.acquire()
-            else:
-                await slots.acquire()  # free: returns at once
-        except TimeoutError as error:
-            raise StoreUnavailable("no Redis connection became free in time") from error
+        if slots.free:
+            slots.free -= 1
+        else:
+            try:
+                await slots.wait(self.socket_timeout)
+            except TimeoutError as error:
+                raise StoreUnavailable("no Redis connection became free in time") from error
         try:
             client = state.writer if write else state.client
             return await client.execute_command(*command)  # type: ignore[no-untyped-call]
