@@ -7,6 +7,7 @@ import collections
 import contextlib
 import logging
 import math
+import os
 import secrets
 import time
 import weakref
@@ -359,7 +360,7 @@ class RedisStore(Store):
             int(drop_if_empty),
             self.max_session_size,
             scripts.FORMAT,
-            secrets.token_hex(8),  # lets a retried commit see it already ran
+            _commit_id(),  # lets a retried commit see it already ran
             "" if lifetime is None else _ms(lifetime),
             await self._server_now(state),
             -1 if base is None else base.version,
@@ -397,7 +398,7 @@ class RedisStore(Store):
     async def regenerate(self, key: str, new_key: str, *, ttl: float) -> Record | None:
         state = await self._state()
         keys = [self._hash(key), self._hash(new_key), self._channel(key)]
-        args = [_ms(ttl), scripts.FORMAT, secrets.token_hex(8)]
+        args = [_ms(ttl), scripts.FORMAT, _commit_id()]
         reply = await self._run(scripts.REGENERATE, keys, args, write=True, state=state)
         if not reply:
             return None
@@ -701,6 +702,24 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000)) if seconds > 0 else 0
+
+
+# Commit ids: 16 random hex digits each, drawn from the OS 32 at a time (a getrandom call per id costs
+# more than the rest of a commit's arguments together). A forked child starts with none, so parent and
+# child never hand out the same ones.
+_spare_ids: list[str] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_spare_ids.clear)
+
+
+def _commit_id() -> str:
+    """A new random id for a commit or a regenerate: what ``secrets.token_hex(8)`` gives."""
+    try:
+        return _spare_ids.pop()
+    except IndexError:  # none left (another thread may be refilling too: either way, all are fresh)
+        digits = secrets.token_hex(256)
+        _spare_ids.extend(digits[i : i + 16] for i in range(16, 512, 16))
+        return digits[:16]
 
 
 def _steady() -> float:
