@@ -489,29 +489,6 @@ async def test_a_gap_in_the_versions_makes_subscribers_re_read(
         assert update.changed == {"a", "b"}
 
 
-def test_commands_are_packed_as_redis_py_packs_them() -> None:
-    from redis.asyncio.connection import Connection, SSLConnection
-
-    from live_session._redis_packing import fast_packing
-
-    commands = [
-        ("EVALSHA", "a" * 40, 2, "k", "ch", 60_000, -1, 0, "", "é ☃", b"\x00\xff", 12_345_678_901_234),
-        ("HGETALL", "live-session:s:" + "f" * 64),
-        ("CLIENT SETINFO", "LIB-NAME", "redis-py"),  # a name with a space, split by redis-py
-        ("SET", "k", 1.5),  # a float: redis-py's own packer
-        ("SET", memoryview(b"k"), b"v"),
-    ]
-    for plain in (Connection, SSLConnection):
-        fast = fast_packing(plain)
-        assert fast is fast_packing(plain) and issubclass(fast, plain)
-        for command in commands:
-            assert b"".join(fast().pack_command(*command)) == b"".join(plain().pack_command(*command))
-    latin = fast_packing(Connection)(encoding="latin-1")
-    assert b"".join(latin.pack_command("SET", "k", "é")) == b"".join(
-        Connection(encoding="latin-1").pack_command("SET", "k", "é")
-    )
-
-
 async def test_a_size_an_older_writer_left_stale_is_counted_afresh(
     redis_store: RedisStore, redis_client: aioredis.Redis
 ) -> None:
@@ -593,31 +570,3 @@ async def test_a_change_landing_while_a_subscriber_reads_its_snapshot_reaches_it
     finally:
         await writer.aclose()
         await store.aclose()
-
-
-async def test_slots_bound_operations_in_flight_and_hand_over_in_turn() -> None:
-    from live_session._redis import _Slots
-
-    slots = _Slots(1)
-    slots.free -= 1  # one operation in flight
-    with pytest.raises(TimeoutError):
-        await slots.wait(0.01)
-    assert not slots.waiters  # a waiter that gave up is gone
-    order: list[str] = []
-
-    async def take(name: str) -> None:
-        await slots.wait(5)
-        order.append(name)
-
-    first = asyncio.ensure_future(take("first"))
-    cancelled = asyncio.ensure_future(take("cancelled"))
-    second = asyncio.ensure_future(take("second"))
-    await asyncio.sleep(0)
-    cancelled.cancel()
-    slots.release()  # to first, skipping nothing yet
-    await first
-    slots.release()  # past the cancelled waiter, to second
-    await second
-    assert order == ["first", "second"] and cancelled.cancelled()
-    slots.release()
-    assert slots.free == 1 and not slots.waiters

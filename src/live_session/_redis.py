@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import math
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _redis_scripts as scripts
 from ._broadcast import Hub, Subscription
 from ._errors import SessionConflict, SessionNotFound, SessionTooLarge, StoreUnavailable
-from ._redis_packing import fast_packing
+from ._redis_connection import Connections, connection_class
 from ._store import Record, Store
 from ._updates import Reason, SessionUpdate
 from ._values import decode
@@ -41,7 +40,10 @@ logger = logging.getLogger("live_session")
 
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _MAX_BACKOFF = 1.0
-_MAX_CONNECTIONS = 100  # per client and event loop
+_MAX_CONNECTIONS = 100  # commands in flight per event loop
+_READ_RETRY_ON = (RedisConnectionError, RedisTimeoutError)
+_WRITE_RETRY_ON = (RedisConnectionError,)
+_BACKOFF = ExponentialWithJitterBackoff(base=0.01, cap=0.5)
 # How long a measured offset between this host's steady clock and the server's clock is trusted.
 _CLOCK_CHECK = 60.0
 # Reads and commits set the idle lifetime only when its end is further than this share of it (at most
@@ -61,49 +63,12 @@ class _Watched:
         self.version = -1
 
 
-class _Slots:
-    """At most ``size`` operations in flight, the others waiting their turn: an ``asyncio.Semaphore``
-    without what it costs every call (acquire and the check before it each scan the waiters)."""
-
-    __slots__ = ("free", "waiters")
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def wait(self, timeout: float) -> None:
-        """Wait for a slot (when ``free`` is 0): ``release`` hands it over. TimeoutError after ``timeout``."""
-        future = asyncio.get_running_loop().create_future()
-        self.waiters.append(future)
-        try:
-            async with asyncio.timeout(timeout):
-                await future
-        except BaseException:
-            if future.done() and not future.cancelled():
-                self.release()  # handed over just as this gave up: pass it on
-            else:
-                future.cancel()
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(future)
-            raise
-
-    def release(self) -> None:
-        waiters = self.waiters
-        while waiters:
-            future = waiters.popleft()
-            if not future.done():
-                future.set_result(None)
-                return
-        self.free += 1
-
-
 class _LoopState:
     """Everything tied to one event loop: its client, its pub/sub listener and what it watches."""
 
-    def __init__(self, client: aioredis.Redis, writer: aioredis.Redis, listener_client: aioredis.Redis) -> None:
-        self.client = client
-        self.writer = writer
-        self.listener_client = listener_client
+    def __init__(self, connections: Connections, client: aioredis.Redis) -> None:
+        self.connections = connections  # reads and writes, one command each
+        self.client = client  # the same pool through redis-py's client: pub/sub and the expiry check's pipeline
         self.unsubscribe: set[str] = set()
         self.hub = Hub()
         self.watched: dict[str, _Watched] = {}
@@ -112,9 +77,6 @@ class _LoopState:
         self.connected = asyncio.Event()
         self.confirmations: dict[str, asyncio.Future[None]] = {}
         self.closer: AsyncGenerator[None, None] | None = None
-        # Operations in flight are bounded here rather than by redis-py's BlockingConnectionPool,
-        # whose every checkout costs a Condition and a timeout even when connections are free.
-        self.slots = _Slots(_MAX_CONNECTIONS)
         # Server time (ms) minus this host's steady clock (ms), and when it was measured (s).
         self.clock_offset = 0.0
         self.clock_checked = -math.inf
@@ -176,37 +138,30 @@ class RedisStore(Store):
 
     # -- connections, per event loop --
 
-    def _new_client(self, retry_on: tuple[type[RedisError], ...]) -> aioredis.Redis:
-        # redis-py's from_url defaults to no retries: a pooled connection the server closed during
-        # an outage would then fail the first request after it. So reads retry connection errors
-        # and timeouts; writes retry only connection errors (a timed-out script may still have
-        # run, and commits carry an id so a retried one is not applied twice); the listener's
-        # client retries nothing, because a pub/sub connection redis-py silently re-made would
+    def _new_state(self) -> _LoopState:
+        # Connections retry nothing themselves: reads and writes retry in Connections.call (each
+        # with its own policy, see _call), and a pub/sub connection redis-py silently re-made would
         # hide an outage, and with it the lost messages and the resync they call for.
-        retries = 3 if retry_on else 0
-        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=retries, supported_errors=retry_on)
         options: dict[str, Any] = {
-            "retry": retry,
-            "retry_on_error": list(retry_on),
+            "retry": Retry(_BACKOFF, retries=0),
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_timeout,
             "decode_responses": False,  # replies are parsed here, as bytes, whatever a given client decodes
         }
+        pool: aioredis.ConnectionPool
         if self.url is not None:
-            # Past _MAX_CONNECTIONS operations wait for a slot (see _LoopState.slots); the few spare
-            # connections serve the listener's expiry checks.
-            pool = aioredis.ConnectionPool.from_url(self.url, max_connections=_MAX_CONNECTIONS + 4, **options)
-            pool.connection_class = fast_packing(pool.connection_class)
-            client = aioredis.Redis(connection_pool=pool)
-            client.auto_close_connection_pool = True
-            return client
-        # A given client serves as a template: its pool is tied to the loop it was used in,
-        # so each loop gets its own pool with the same connection settings.
-        assert self._given is not None
-        template = self._given.connection_pool
-        kwargs = {**template.connection_kwargs, **options}
-        pool = type(template)(connection_class=fast_packing(template.connection_class), **kwargs)
-        return aioredis.Redis(connection_pool=pool)
+            pool = aioredis.ConnectionPool.from_url(self.url, **options)
+            pool.connection_class = connection_class(pool.connection_class)
+        else:
+            # A given client serves as a template: its pool is tied to the loop it was used in,
+            # so each loop gets its own pool with the same connection settings.
+            assert self._given is not None
+            template = self._given.connection_pool
+            kwargs = {**template.connection_kwargs, **options}
+            pool = type(template)(connection_class=connection_class(template.connection_class), **kwargs)
+        # Past _MAX_CONNECTIONS commands in flight, the next waits (at most socket_timeout) for one to end.
+        connections = Connections(pool, size=_MAX_CONNECTIONS, wait=self.socket_timeout, retries=3, backoff=_BACKOFF)
+        return _LoopState(connections, aioredis.Redis(connection_pool=pool))
 
     async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
@@ -215,11 +170,7 @@ class RedisStore(Store):
             return last[1]
         state = self._states.get(loop)
         if state is None:
-            state = self._states[loop] = _LoopState(
-                self._new_client((RedisConnectionError, RedisTimeoutError)),
-                self._new_client((RedisConnectionError,)),
-                self._new_client(()),
-            )
+            state = self._states[loop] = self._new_state()
             # An async generator started in this loop is finalised by the loop's shutdown
             # (asyncio.run, anyio, uvicorn all call shutdown_asyncgens): the one hook that lets
             # connections close cleanly even when the loop belongs to a single TestClient request.
@@ -249,8 +200,8 @@ class RedisStore(Store):
             del self._states[loop]
         if self._last is not None and self._last[1] is state:
             self._last = None
-        for client in (state.client, state.writer, state.listener_client):
-            await client.aclose(close_connection_pool=True)
+        await state.connections.aclose()
+        await state.client.aclose(close_connection_pool=True)
 
     def _hash(self, key: str) -> str:
         return f"{self.prefix}s:{key}"
@@ -259,24 +210,20 @@ class RedisStore(Store):
         return f"{self.prefix}c:{key}"
 
     async def _call(self, state: _LoopState, write: bool, *command: Any) -> Any:
-        """Run one command, waiting for a free slot if _MAX_CONNECTIONS are busy; outages become StoreUnavailable."""
-        slots = state.slots
-        if slots.free:
-            slots.free -= 1
-        else:
-            try:
-                await slots.wait(self.socket_timeout)
-            except TimeoutError as error:
-                raise StoreUnavailable("no Redis connection became free in time") from error
+        """Run one command; outages, and no connection free in time, become StoreUnavailable.
+
+        Reads retry connection errors and timeouts; writes retry only connection errors, because a
+        timed-out script may still have run (and commits carry an id, so a retried one that had
+        run is not applied twice).
+        """
         try:
-            client = state.writer if write else state.client
-            return await client.execute_command(*command)  # type: ignore[no-untyped-call]
+            return await state.connections.call(_WRITE_RETRY_ON if write else _READ_RETRY_ON, *command)
         except RedisError as error:
             raise _unavailable(error) from error
+        except TimeoutError as error:  # the builtin one: every connection stayed busy
+            raise StoreUnavailable("no Redis connection became free in time") from error
         except OSError as error:
             raise StoreUnavailable(f"Redis is unreachable: {error}") from error
-        finally:
-            slots.release()
 
     async def _run(
         self, script: str, keys: list[str], args: list[Any], *, write: bool = False, state: _LoopState | None = None
@@ -313,7 +260,9 @@ class RedisStore(Store):
             return None
         data: dict[str, str] = {}
         version = ends = deadline = None
-        for field, value in fields.items():
+        # A flat list of fields and values (RESP2), or a map from a client speaking RESP3.
+        pairs = fields.items() if isinstance(fields, dict) else zip(fields[::2], fields[1::2], strict=True)
+        for field, value in pairs:
             if field[:2] == b"k:":
                 data[field[2:].decode()] = value.decode()
             elif field == b"_v":
@@ -479,7 +428,7 @@ class RedisStore(Store):
     async def _listen(self, state: _LoopState) -> None:
         backoff = 0.05
         while True:
-            pubsub = state.listener_client.pubsub()
+            pubsub = state.client.pubsub()
             try:
                 # A control channel keeps the connection subscribed even when nothing is watched.
                 channels = [f"{self.prefix}control", *(self._channel(key) for key in state.watched)]
