@@ -51,6 +51,7 @@ RAW_KEY = "bench:raw-session"
 CONFIGS: dict[str, str] = {
     "none": "no session middleware (the limit)",
     "floor": "a pass-through middleware (the floor of any session middleware)",
+    "minimal": "the simplest server-side JSON session (a plain dict; no signature, lifetime or version)",
     "starlette": "Starlette `SessionMiddleware`",
     "starsessions-memory": "starsessions, `InMemoryStore`",
     "live-memory": "live-session, `MemoryStore`",
@@ -103,6 +104,53 @@ async def cookie_route(request: Request) -> PlainTextResponse:
     return PlainTextResponse(request.app.state.cookie or "")
 
 
+class MinimalSession:
+    """The simplest server-side session of JSON values that keeps what the app changes: a floor for the session rows.
+
+    It finds the id in the cookie, decodes the stored values into the plain dict the app gets
+    (with the C scanner live-session uses too), and on the response stores back each value whose
+    encoding changed (containers can change inside, so those are encoded again) and drops the keys
+    the app deleted. No signature, lifetime, version, lock, size limit or broadcast: not a usable
+    session layer, only the work every one must do.
+    """
+
+    def __init__(self, app: ASGIApp, sessions: dict[str, dict[str, str]]) -> None:
+        self.app = app
+        self.sessions = sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        stored: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                stored = self.sessions.get(value.decode("latin-1").partition("=")[2], stored)
+        decoded = {key: _scan(text, 0)[0] for key, text in stored.items()}
+        session = scope["session"] = decoded.copy()
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for key, value in session.items():
+                    # A value the app did not replace can only have changed inside, if it is a container.
+                    if value is decoded.get(key) and type(value) is not list and type(value) is not dict:
+                        continue
+                    text = _encode(value)
+                    if stored.get(key) != text:
+                        stored[key] = text
+                if not stored.keys() <= session.keys():
+                    for key in stored.keys() - session.keys():
+                        del stored[key]
+                message["headers"] = [*message.get("headers", ()), (b"vary", b"Cookie")]
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def route_paths(config: str) -> tuple[str, str]:
     """The read and the write path of a configuration."""
     if config in BARE_CONFIGS:
@@ -150,6 +198,15 @@ def build_app(name: str, redis_url: str | None = None) -> BenchApp:
         pass
     elif name == "floor":
         middleware = [Middleware(PassThrough)]
+    elif name == "minimal":
+        sessions: dict[str, dict[str, str]] = {}
+        middleware = [Middleware(MinimalSession, sessions=sessions)]
+
+        async def seed_minimal() -> str | None:
+            sessions["bench"] = {key: _encode(value) for key, value in SESSION.items()}
+            return "bench"
+
+        seed = seed_minimal
     elif name == "starlette":
         middleware = [Middleware(SessionMiddleware, secret_key=SECRET, max_age=TTL)]
 
@@ -383,12 +440,24 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 REQUEST_GROUPS: list[tuple[str, list[tuple[str, str]], str]] = [
     (
         "memory, read",
-        [("none", "read"), ("floor", "read"), ("starlette", "read"), ("starsessions-memory", "read")],
+        [
+            ("none", "read"),
+            ("floor", "read"),
+            ("minimal", "read"),
+            ("starlette", "read"),
+            ("starsessions-memory", "read"),
+        ],
         "live-memory",
     ),
     (
         "memory, change a key",
-        [("none", "read"), ("floor", "read"), ("starlette", "write"), ("starsessions-memory", "write")],
+        [
+            ("none", "read"),
+            ("floor", "read"),
+            ("minimal", "write"),
+            ("starlette", "write"),
+            ("starsessions-memory", "write"),
+        ],
         "live-memory",
     ),
     ("Redis, read", [("redis-raw", "read"), ("starsessions-redis", "read")], "live-redis"),
