@@ -12,6 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from live_session import RedisStore
 from live_session._redis_connection import Connections, Slots, connection_class
 
 pytestmark = pytest.mark.anyio
@@ -66,19 +67,61 @@ async def test_a_command_cancelled_in_flight_never_leaves_its_reply_for_the_next
     assert await redis_client.lrange("queue", 0, -1) == [b"late"]  # nobody popped it: that connection was gone
 
 
-async def test_a_killed_connection_is_retried_only_for_the_errors_named(
+async def blocked_client(client: aioredis.Redis, other_than: str | None = None) -> str:
+    """The id of the connection blocked in BLPOP, once Redis reports one (other than ``other_than``)."""
+    async with asyncio.timeout(5):
+        while True:
+            for entry in await client.client_list():
+                if "b" in entry["flags"] and entry["id"] != other_than:
+                    return str(entry["id"])
+            await asyncio.sleep(0.01)  # polling Redis's own view, not standing in for it
+
+
+async def test_a_connection_lost_mid_command_is_retried_only_for_the_errors_named(
     connections: Connections, redis_client: aioredis.Redis
 ) -> None:
-    first = await connections.call((), "CLIENT", "ID")
-    await redis_client.client_kill_filter(_id=str(first))
-    # Not named: the error reaches the caller, and the dead connection is dropped.
-    with pytest.raises(RedisConnectionError):
-        await connections.call((), "PING")
-    second = await connections.call((), "CLIENT", "ID")
-    assert second != first
-    await redis_client.client_kill_filter(_id=str(second))
-    # Named: retried on a new connection.
-    assert await connections.call((RedisConnectionError,), "PING") == b"PONG"
+    blocked = asyncio.ensure_future(connections.call((), "BLPOP", "queue", 10))
+    await redis_client.client_kill_filter(_id=await blocked_client(redis_client))
+    with pytest.raises(RedisConnectionError):  # not named: the caller gets it
+        await blocked
+    blocked = asyncio.ensure_future(connections.call((RedisConnectionError,), "BLPOP", "queue", 10))
+    first = await blocked_client(redis_client)
+    await redis_client.client_kill_filter(_id=first)
+    await blocked_client(redis_client, other_than=first)  # named: run again, on a new connection
+    await redis_client.rpush("queue", "item")
+    assert await blocked == [b"queue", b"item"]
+
+
+async def test_idle_connections_the_server_closed_are_not_used(
+    connections: Connections, redis_client: aioredis.Redis
+) -> None:
+    """A restart, a failover or the server's idle timeout closes idle connections: they are dropped unused."""
+    ids = await asyncio.gather(*(connections.call((), "CLIENT", "ID") for _ in range(4)))
+    assert len(set(ids)) == 4  # four connections now idle
+    for client_id in ids:
+        await redis_client.client_kill_filter(_id=str(client_id))
+    idle = list(connections._idle)
+    async with asyncio.timeout(5):
+        while not all(connection._reader.at_eof() for connection in idle):
+            await asyncio.sleep(0.01)  # until the event loop has seen each close
+    # No retries allowed, so this succeeds only if no closed connection was tried.
+    assert await connections.call((), "PING") == b"PONG"
+
+
+async def test_a_store_works_at_once_after_redis_dropped_every_connection(redis_url: str) -> None:
+    """Seen closed or not yet: the first failure drops every idle connection, and the retry runs on a new one."""
+    store = RedisStore(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await asyncio.gather(*(store.load("x") for _ in range(8)))  # eight connections left idle
+        await admin.client_kill_filter(_type="normal", skipme=True)
+        assert await store.load("x") is None
+        assert await store.commit("x", {"a": "1"}, (), ttl=60, create=True) is not None
+        await admin.client_kill_filter(_type="normal", skipme=True)
+        assert await store.commit("x", {"a": "2"}, (), ttl=60) is not None
+    finally:
+        await store.aclose()
+        await admin.aclose()
 
 
 async def test_a_command_larger_than_the_socket_buffer_is_sent_whole(connections: Connections) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _redis_scripts as scripts
 from ._broadcast import Hub, Subscription
 from ._errors import SessionConflict, SessionNotFound, SessionTooLarge, StoreUnavailable
-from ._redis_connection import Connections, connection_class
+from ._redis_connection import Busy, Connections, connection_class
 from ._store import Record, Store
 from ._updates import Reason, SessionUpdate
 from ._values import decode
@@ -143,7 +143,7 @@ class RedisStore(Store):
         # with its own policy, see _call), and a pub/sub connection redis-py silently re-made would
         # hide an outage, and with it the lost messages and the resync they call for.
         options: dict[str, Any] = {
-            "retry": Retry(_BACKOFF, retries=0),
+            "retry": Retry(_BACKOFF, retries=0, supported_errors=()),  # not even the one reconnect redis-py tries
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_timeout,
             "decode_responses": False,  # replies are parsed here, as bytes, whatever a given client decodes
@@ -220,7 +220,7 @@ class RedisStore(Store):
             return await state.connections.call(_WRITE_RETRY_ON if write else _READ_RETRY_ON, *command)
         except RedisError as error:
             raise _unavailable(error) from error
-        except TimeoutError as error:  # the builtin one: every connection stayed busy
+        except Busy as error:
             raise StoreUnavailable("no Redis connection became free in time") from error
         except OSError as error:
             raise StoreUnavailable(f"Redis is unreachable: {error}") from error

@@ -14,7 +14,9 @@ error classes.
 - ``Connections``: one event loop's idle connections. ``call()`` runs one command on an idle
   connection (or a new one), at most ``size`` at once, and retries the errors it is told to. A
   connection goes back to the idle list only after a whole reply was read, so it never holds a
-  stray one; after anything else it is closed.
+  stray one; after anything else it is closed. An idle connection the server has closed is
+  dropped unused; after a connection error or a timeout every idle one is (they likely share the
+  fate: a restart, a failover, a network gone silent), and a retry always runs on a new one.
 
 Pipelines and pub/sub still go through redis-py's client.
 """
@@ -39,7 +41,12 @@ try:
 except ImportError:  # pragma: no cover - the redis extra brings hiredis
     _pack = None
 
-__all__ = ["Connections", "Slots", "connection_class"]
+__all__ = ["Busy", "Connections", "Slots", "connection_class"]
+
+
+class Busy(TimeoutError):
+    """No connection became free in time: every one stayed busy."""
+
 
 _classes: dict[type[Any], type[Any]] = {}
 
@@ -108,20 +115,26 @@ class Slots:
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def wait(self, timeout: float) -> None:
-        """Wait for a slot (when ``free`` is 0): ``release`` hands it over. TimeoutError after ``timeout``."""
+        """Wait for a slot (when ``free`` is 0): ``release`` hands it over. ``Busy`` after ``timeout``."""
         future = asyncio.get_running_loop().create_future()
         self.waiters.append(future)
         try:
             async with asyncio.timeout(timeout):
                 await future
+        except TimeoutError as error:
+            self._give_up(future)
+            raise Busy(f"no connection became free within {timeout} s") from error
         except BaseException:
-            if future.done() and not future.cancelled():
-                self.release()  # handed over just as this gave up: pass it on
-            else:
-                future.cancel()
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(future)
+            self._give_up(future)
             raise
+
+    def _give_up(self, future: asyncio.Future[None]) -> None:
+        if future.done() and not future.cancelled():
+            self.release()  # handed over just as this gave up: pass it on
+        else:
+            future.cancel()
+            with contextlib.suppress(ValueError):
+                self.waiters.remove(future)
 
     def release(self) -> None:
         waiters = self.waiters
@@ -148,8 +161,8 @@ class Connections:
     async def call(self, retry_on: tuple[type[Exception], ...], *command: Any) -> Any:
         """The reply to ``command`` as the parser gives it (no response callbacks: HGETALL is a flat list).
 
-        Raises redis-py's errors, after up to ``retries`` retries (with backoff) of those ``retry_on``
-        names, or TimeoutError when no slot frees within ``wait`` seconds.
+        Raises redis-py's errors, after up to ``retries`` retries (with backoff, each on a new
+        connection) of those ``retry_on`` names, or ``Busy`` when no slot frees within ``wait`` seconds.
         """
         slots = self._slots
         if slots.free:
@@ -160,7 +173,7 @@ class Connections:
             failures = 0
             while True:
                 try:
-                    return await self._once(command)
+                    return await self._once(command, fresh=failures > 0)
                 except retry_on:
                     failures += 1
                     if failures > self._retries:
@@ -169,8 +182,8 @@ class Connections:
         finally:
             slots.release()
 
-    async def _once(self, command: tuple[Any, ...]) -> Any:
-        connection = self._idle.pop() if self._idle else self._pool.make_connection()  # type: ignore[no-untyped-call]
+    async def _once(self, command: tuple[Any, ...], *, fresh: bool) -> Any:
+        connection = await self._take(fresh)
         whole = False  # a whole reply was read: the connection is ready for the next command
         try:
             if not connection.is_connected:
@@ -183,11 +196,29 @@ class Connections:
                 raise
             whole = True
             return reply
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await self._drop_idle()  # they likely went the way this one did
+            raise
         finally:
             if whole and not self._closed:
                 self._idle.append(connection)
             else:
                 await connection.disconnect(nowait=True)
+
+    async def _take(self, fresh: bool) -> Any:
+        """The most recently used idle connection the server has not closed, or a new one."""
+        idle = self._idle
+        while idle and not fresh:
+            connection = idle.pop()
+            if _open(connection):
+                return connection
+            await connection.disconnect(nowait=True)
+        return self._pool.make_connection()  # type: ignore[no-untyped-call]
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect(nowait=True)
 
     async def aclose(self) -> None:
         """Close the idle connections; those in use close when their command ends."""
@@ -196,3 +227,11 @@ class Connections:
         for connection in idle:
             with contextlib.suppress(Exception):
                 await connection.disconnect()
+
+
+def _open(connection: Any) -> bool:
+    """Whether an idle connection still looks open: a close or an error the event loop already saw, no round trip."""
+    reader, writer = getattr(connection, "_reader", None), getattr(connection, "_writer", None)
+    if reader is None or writer is None:
+        return True  # not connected (yet): connect() makes it so
+    return not (reader.at_eof() or reader.exception() is not None or writer.transport.is_closing())
