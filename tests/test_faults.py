@@ -10,6 +10,7 @@ outlives ``aclose()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from itertools import pairwise
@@ -430,3 +431,54 @@ async def test_killed_pubsub_connections_never_leave_a_subscriber_behind(
     leftover = pending_tasks() - before
     assert not leftover, f"tasks left running after aclose(): {leftover}"
     check_logs(caplog, outage=True)
+
+
+async def test_a_listener_busy_re_reading_sessions_does_not_take_its_connection_for_dead(
+    newest_redis: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Silence is counted only while the listener waits on the connection, not while it is busy."""
+    caplog.set_level(logging.WARNING)
+    # The connection counts as dead after 3 intervals plus socket_timeout of silence: 0.6 s here.
+    store = RedisStore(newest_redis.url, expiry_check_interval=0.1, socket_timeout=0.3)
+    keys = [f"k{i}" for i in range(8)]
+    re_read = asyncio.Event()
+    loads_in_listener = 0
+    real_load = RedisStore.load
+
+    async def slow_load(self: RedisStore, key: str, **options: float | None) -> object:
+        nonlocal loads_in_listener
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "live-session redis reader":
+            await asyncio.sleep(0.15)  # a slow data path: 8 re-reads keep the listener busy for 1.2 s
+            loads_in_listener += 1
+            if loads_in_listener == len(keys):
+                re_read.set()
+        return await real_load(self, key, **options)
+
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                await store.commit(key, {"a": "1"}, (), ttl=60, create=True)
+                await stack.enter_async_context(store.subscribe(key))
+            monkeypatch.setattr(RedisStore, "load", slow_load)
+            state = await store._state()
+            state.stale.update(keys)  # as after gaps in versions: the listener re-reads each one
+            direct = aioredis.Redis.from_url(newest_redis.url)
+            try:
+                await direct.publish(f"{store.prefix}control", "wake")  # wakes the reader to do it
+            finally:
+                await direct.aclose()
+            async with asyncio.timeout(10):
+                await re_read.wait()
+            monkeypatch.undo()
+            # Past the busy spell the connection still answers: a change still arrives.
+            updates = await stack.enter_async_context(store.subscribe("k0"))
+            await anext(updates)
+            changed = await store.commit("k0", {"a": "2"}, (), ttl=60)
+            assert changed is not None
+            async with asyncio.timeout(5):
+                update = await anext(updates)
+            assert update.version == changed.version
+    finally:
+        await store.aclose()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

@@ -82,9 +82,10 @@ class _LoopState:
         self.clock_checked = -math.inf
         # Sessions whose updates arrived with a gap in the versions: re-read them.
         self.stale: set[str] = set()
-        # When the pub/sub connection last delivered anything (loop time), and whether the
-        # listener's reader should check for expired sessions at its next wake-up.
-        self.heard = 0.0
+        # Since when (loop time) the listener's reader has been waiting on the pub/sub connection
+        # with nothing come yet (None while it is busy with what came), and whether it should
+        # check for expired sessions at its next wake-up.
+        self.waiting_since: float | None = None
         self.check_due = False
 
 
@@ -472,11 +473,13 @@ class RedisStore(Store):
         The reader blocks on the connection with no timeout of its own, so a message reaches its
         subscribers without the cost of arming and disarming a timer per read. Every interval this
         task pings (the reply wakes the reader, which then checks for expired sessions) and gives
-        up on a connection that has been silent for a few intervals (a dead peer sends no RST).
+        up on a connection on which the reader has waited for a few intervals with nothing, not
+        even a reply, coming (a dead peer sends no RST). Time the reader spends busy (re-reading
+        sessions, say) does not count: the connection is not what is slow then.
         """
         loop = asyncio.get_running_loop()
         interval = self.expiry_check_interval
-        state.heard = loop.time()
+        state.waiting_since = None
         reader = loop.create_task(self._read(state, pubsub), name="live-session redis reader")
         try:
             while True:
@@ -484,7 +487,8 @@ class RedisStore(Store):
                 if reader.done():
                     reader.result()  # its error, if any, is the listener's
                     return
-                if loop.time() - state.heard > 3 * interval + self.socket_timeout:
+                since = state.waiting_since
+                if since is not None and loop.time() - since > 3 * interval + self.socket_timeout:
                     raise RedisConnectionError("no reply on the pub/sub connection")
                 state.check_due = True
                 await pubsub.ping()
@@ -497,8 +501,9 @@ class RedisStore(Store):
     async def _read(self, state: _LoopState, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         while state.pubsub is pubsub:  # until the listener lets go of this connection, even uncancelled
+            state.waiting_since = loop.time()
             message = await pubsub.get_message(timeout=None)
-            state.heard = loop.time()
+            state.waiting_since = None
             if message is not None:
                 self._handle(state, message)
                 # Let the subscribers just woken have it before this task goes back to reading.
