@@ -7,6 +7,8 @@ import hashlib
 import json
 import multiprocessing
 import shutil
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +18,7 @@ from typing import Any
 import httpx2
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
 from websockets.asyncio.client import connect
 
 from live_session import RedisStore, SessionTooLarge, SessionUpdate, StoreUnavailable
@@ -25,7 +28,7 @@ from live_session.testing import seed_session
 
 from .conftest import SECRET, open_live
 from .redis_server import RedisServer
-from .servers import live_app_server
+from .servers import free_port, live_app_server
 
 pytestmark = pytest.mark.anyio
 
@@ -375,6 +378,55 @@ def test_a_given_client_serves_every_event_loop(redis_url: str) -> None:
 
     for n in range(3):
         asyncio.run(once(n))
+
+
+@pytest.fixture
+def sentinel_port(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
+    """A Redis Sentinel (the same binary, in sentinel mode) watching ``redis_server`` as ``primary``."""
+    port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor primary 127.0.0.1 {redis_server.port} 1\n"
+        "sentinel down-after-milliseconds primary 60000\n"
+    )
+    process = subprocess.Popen([redis_server.binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"SENTINEL get-master-addr-by-name primary\r\n")
+                    if str(redis_server.port).encode() in sock.recv(256):
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "the sentinel did not start"
+            time.sleep(0.02)  # waiting for the process to listen, within the deadline
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_a_given_sentinel_client_serves_as_a_template(redis_url: str, sentinel_port: int) -> None:
+    """A client from Sentinel.master_for(): the store finds the primary through the sentinel, as the client does."""
+    sentinel = Sentinel([("127.0.0.1", sentinel_port)])  # type: ignore[no-untyped-call]
+    store = RedisStore(client=sentinel.master_for("primary"))
+    plain = aioredis.Redis.from_url(redis_url)
+    try:
+        created = await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+        assert created is not None
+        assert await plain.exists(store._hash("k"))  # on the primary the sentinel names
+        async with store.subscribe("k") as updates:
+            assert (await next_update(updates)).session == {"a": 1}
+            await store.commit("k", {"a": "2"}, (), ttl=60)
+            assert (await next_update(updates)).session == {"a": 2}
+    finally:
+        await plain.aclose()
+        await store.aclose()
+        for client in sentinel.sentinels:
+            await client.aclose()
 
 
 async def test_channels_of_ended_sessions_are_unsubscribed(redis_url: str) -> None:

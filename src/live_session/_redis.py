@@ -24,6 +24,7 @@ from ._values import decode
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import SentinelConnectionPool
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
@@ -159,7 +160,14 @@ class RedisStore(Store):
             assert self._given is not None
             template = self._given.connection_pool
             kwargs = {**template.connection_kwargs, **options}
-            pool = type(template)(connection_class=connection_class(template.connection_class), **kwargs)
+            kwargs["connection_class"] = connection_class(template.connection_class)
+            if isinstance(template, SentinelConnectionPool):
+                # Its connections ask the pool they belong to (connection_pool) where the primary is.
+                del kwargs["connection_pool"]
+                kwargs.update(is_master=template.is_master, check_connection=template.check_connection)
+                pool = SentinelConnectionPool(template.service_name, template.sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+            else:
+                pool = type(template)(**kwargs)
         # Past _MAX_CONNECTIONS commands in flight, the next waits (at most socket_timeout) for one to end.
         connections = Connections(pool, size=_MAX_CONNECTIONS, wait=self.socket_timeout, retries=3, backoff=_BACKOFF)
         return _LoopState(connections, aioredis.Redis(connection_pool=pool))
