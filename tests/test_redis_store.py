@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -21,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from websockets.asyncio.client import connect
 
+import live_session._redis as redis_module
 from live_session import RedisStore, SessionTooLarge, SessionUpdate, StoreUnavailable
 from live_session._ids import store_key
 from live_session._store import Record
@@ -319,6 +321,33 @@ async def test_a_retried_commit_is_not_applied_twice(redis_url: str) -> None:
         first = await store._run(scripts.COMMIT, keys, args, write=True)
         again = await store._run(scripts.COMMIT, keys, args, write=True)  # as after a lost reply
         assert first[1] == again[1] == 2  # applied once, and the retry reports success, not a conflict
+    finally:
+        await store.aclose()
+
+
+async def test_the_expiry_check_reports_exactly_the_sessions_gone_slice_by_slice(
+    redis_url: str, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check asks Redis about watched sessions in slices (of 2 here): each gone one, and only those, ends."""
+    monkeypatch.setattr(redis_module, "_CHECK_SLICE", 2)
+    store = RedisStore(redis_url, expiry_check_interval=0.05)
+    keys = [f"k{i}" for i in range(5)]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            subscriptions = {}
+            for key in keys:
+                await store.commit(key, {"a": "1"}, (), ttl=60, create=True)
+                subscriptions[key] = await stack.enter_async_context(store.subscribe(key))
+                await next_update(subscriptions[key])
+            # Gone without a message, as when Redis expires a key: in the first, second and third slice.
+            await redis_client.delete(store._hash("k1"), store._hash("k2"), store._hash("k4"))
+            for key in ("k1", "k2", "k4"):
+                assert (await next_update(subscriptions[key])).reason == "expired"
+            for key in ("k0", "k3"):  # still there: their next update is a change, not an end
+                changed = await store.commit(key, {"a": "2"}, (), ttl=60)
+                assert changed is not None
+                update = await next_update(subscriptions[key])
+                assert update.reason == "updated" and update.version == changed.version
     finally:
         await store.aclose()
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-__all__ = ["COMMIT", "DESTROY", "FORMAT", "REGENERATE", "TOUCH", "sha"]
+__all__ = ["COMMIT", "DESTROY", "FORMAT", "MISSING", "REGENERATE", "TOUCH", "sha"]
 
 
 @functools.cache
@@ -261,3 +261,13 @@ publish(KEYS[3], version, 'regenerated', {}, {}, {})
 return {version, contents(KEYS[2])}
 """
 )
+
+# KEYS: session hashes. Replies the positions (from 1) of those that no longer exist: the listener's
+# expiry check, one round trip for many sessions instead of an EXISTS each.
+MISSING = """
+local gone = {}
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then gone[#gone + 1] = i end
+end
+return gone
+"""
