@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import multiprocessing
 import shutil
 import socket
@@ -350,6 +351,42 @@ async def test_the_expiry_check_reports_exactly_the_sessions_gone_slice_by_slice
                 assert update.reason == "updated" and update.version == changed.version
     finally:
         await store.aclose()
+
+
+async def test_the_expiry_check_waits_while_every_connection_is_busy(
+    redis_url: str, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Requests holding every connection make the check wait for a later interval, not drop the listener."""
+    caplog.set_level(logging.WARNING)
+    store = RedisStore(redis_url, expiry_check_interval=0.05, socket_timeout=0.2)
+    checks = 0
+    checked = asyncio.Event()
+    real_check = RedisStore._check_expiry
+
+    async def counted(self: RedisStore, state: Any) -> None:
+        nonlocal checks
+        await real_check(self, state)
+        checks += 1
+        if checks == 10:
+            checked.set()
+
+    try:
+        await store.commit("k", {"a": "1"}, (), ttl=60, create=True)
+        async with store.subscribe("k") as updates:
+            await next_update(updates)
+            state = await store._state()
+            slots = state.connections._slots
+            busy, slots.free = slots.free, 0  # as if every connection were serving a request
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(RedisStore, "_check_expiry", counted)
+                async with asyncio.timeout(5):
+                    await checked.wait()  # ten intervals: longer than a waiting check would take to give up
+            slots.free = busy
+            await redis_client.delete(store._hash("k"))  # and once they are free, the check runs
+            assert (await next_update(updates)).reason == "expired"
+    finally:
+        await store.aclose()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 async def test_destroy_is_reported_as_destroyed_not_expired(redis_url: str) -> None:

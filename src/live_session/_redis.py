@@ -609,6 +609,8 @@ class RedisStore(Store):
 
     async def _check_expiry(self, state: _LoopState) -> None:
         """Tell subscribers of sessions that Redis expired (no keyspace notifications needed)."""
+        if state.connections.saturated:
+            return  # every connection is serving requests: check at the next interval rather than queue
         keys = list(state.watched)
         missing: list[str] = []
         # One timeout for the whole check and no retries: retries would hold the listener up to 4x

@@ -158,6 +158,11 @@ class Connections:
         self._backoff = backoff
         self._closed = False
 
+    @property
+    def saturated(self) -> bool:
+        """Whether ``size`` commands are in flight, so that the next one would wait."""
+        return not self._slots.free
+
     async def call(self, retry_on: tuple[type[Exception], ...], *command: Any) -> Any:
         """The reply to ``command`` as the parser gives it (no response callbacks: HGETALL is a flat list).
 
