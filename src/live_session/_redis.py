@@ -24,7 +24,7 @@ from ._values import decode
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
-    from redis.asyncio.sentinel import SentinelConnectionPool
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
@@ -68,8 +68,9 @@ class _Watched:
 class _LoopState:
     """Everything tied to one event loop: its client, its pub/sub listener and what it watches."""
 
-    def __init__(self, connections: Connections, client: aioredis.Redis) -> None:
+    def __init__(self, connections: Connections, checker: Connections, client: aioredis.Redis) -> None:
         self.connections = connections  # reads and writes, one command each
+        self.checker = checker  # the listener's expiry check
         self.client = client  # the same pool through redis-py's client, for pub/sub
         self.unsubscribe: set[str] = set()
         self.hub = Hub()
@@ -163,15 +164,17 @@ class RedisStore(Store):
             kwargs = {**template.connection_kwargs, **options}
             kwargs["connection_class"] = connection_class(template.connection_class)
             if isinstance(template, SentinelConnectionPool):
-                # Its connections ask the pool they belong to (connection_pool) where the primary is.
-                del kwargs["connection_pool"]
+                # The sentinels' own connections are tied to a loop too: this loop asks its own.
+                sentinels = _sentinels_like(template.sentinel_manager)
                 kwargs.update(is_master=template.is_master, check_connection=template.check_connection)
-                pool = SentinelConnectionPool(template.service_name, template.sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+                pool = SentinelConnectionPool(template.service_name, sentinels, **kwargs)  # type: ignore[no-untyped-call]
             else:
                 pool = type(template)(**kwargs)
         # Past _MAX_CONNECTIONS commands in flight, the next waits (at most socket_timeout) for one to end.
         connections = Connections(pool, size=_MAX_CONNECTIONS, wait=self.socket_timeout, retries=3, backoff=_BACKOFF)
-        return _LoopState(connections, aioredis.Redis(connection_pool=pool))
+        # The listener's expiry check has a connection of its own, as requests may hold all the others.
+        checker = Connections(pool, size=1, wait=self.socket_timeout, retries=0, backoff=_BACKOFF)
+        return _LoopState(connections, checker, aioredis.Redis(connection_pool=pool))
 
     async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
@@ -211,7 +214,12 @@ class RedisStore(Store):
         if self._last is not None and self._last[1] is state:
             self._last = None
         await state.connections.aclose()
+        await state.checker.aclose()
         await state.client.aclose(close_connection_pool=True)
+        pool = state.client.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
 
     def _hash(self, key: str) -> str:
         return f"{self.prefix}s:{key}"
@@ -609,8 +617,6 @@ class RedisStore(Store):
 
     async def _check_expiry(self, state: _LoopState) -> None:
         """Tell subscribers of sessions that Redis expired (no keyspace notifications needed)."""
-        if state.connections.saturated:
-            return  # every connection is serving requests: check at the next interval rather than queue
         keys = list(state.watched)
         missing: list[str] = []
         # One timeout for the whole check and no retries: retries would hold the listener up to 4x
@@ -621,9 +627,9 @@ class RedisStore(Store):
                 part = keys[start : start + _CHECK_SLICE]
                 hashes = [self._hash(key) for key in part]
                 try:
-                    gone = await state.connections.call((), "EVALSHA", scripts.sha(scripts.MISSING), len(part), *hashes)
+                    gone = await state.checker.call((), "EVALSHA", scripts.sha(scripts.MISSING), len(part), *hashes)
                 except NoScriptError:
-                    gone = await state.connections.call((), "EVAL", scripts.MISSING, len(part), *hashes)
+                    gone = await state.checker.call((), "EVAL", scripts.MISSING, len(part), *hashes)
                 missing += [part[position - 1] for position in gone]
         await self._report_expired(state, missing)
 
@@ -663,6 +669,20 @@ def _unavailable(error: RedisError) -> Exception:
     if isinstance(error, ResponseError) and not refused:
         return error
     return StoreUnavailable(f"Redis cannot serve the request: {error}")
+
+
+def _sentinels_like(manager: Sentinel) -> Sentinel:
+    """A new ``Sentinel`` asking the same sentinels, with the same settings, on connections of its own."""
+    addresses = [
+        (sentinel.connection_pool.connection_kwargs["host"], sentinel.connection_pool.connection_kwargs["port"])
+        for sentinel in manager.sentinels
+    ]
+    return Sentinel(  # type: ignore[no-untyped-call]
+        addresses,
+        min_other_sentinels=manager.min_other_sentinels,
+        sentinel_kwargs=getattr(manager, "sentinel_kwargs", None),
+        **manager.connection_kwargs,
+    )
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

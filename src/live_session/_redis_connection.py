@@ -14,11 +14,12 @@ error classes.
 - ``Connections``: one event loop's idle connections. ``call()`` runs one command on an idle
   connection (or a new one), at most ``size`` at once, and retries the errors it is told to. A
   connection goes back to the idle list only after a whole reply was read, so it never holds a
-  stray one; after anything else it is closed. An idle connection the server has closed is
-  dropped unused; after a connection error or a timeout every idle one is (they likely share the
-  fate: a restart, a failover, a network gone silent), and a retry always runs on a new one.
+  stray one; after anything else it is closed. An idle connection the server has closed, or that
+  its pool no longer owns (under Sentinel: one to a former primary), is dropped unused; after a
+  connection error or a timeout every idle one is (they likely share the fate: a restart, a
+  failover, a network gone silent), and a retry always runs on a new one.
 
-Pipelines and pub/sub still go through redis-py's client.
+Pub/sub still goes through redis-py's client.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import AbstractBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -157,11 +159,15 @@ class Connections:
         self._retries = retries
         self._backoff = backoff
         self._closed = False
+        # A Sentinel pool records where the primary is, once a connection has asked the sentinels.
+        self._follows_primary = isinstance(pool, SentinelConnectionPool) and pool.is_master
 
-    @property
-    def saturated(self) -> bool:
-        """Whether ``size`` commands are in flight, so that the next one would wait."""
-        return not self._slots.free
+    def _current(self, connection: Any) -> bool:
+        """False for a connection to a former primary (after a failover), which may still take writes."""
+        if not self._follows_primary:
+            return True
+        primary = self._pool.master_address  # type: ignore[attr-defined]
+        return primary is None or (connection.host, connection.port) == primary
 
     async def call(self, retry_on: tuple[type[Exception], ...], *command: Any) -> Any:
         """The reply to ``command`` as the parser gives it (no response callbacks: HGETALL is a flat list).
@@ -205,7 +211,7 @@ class Connections:
             await self._drop_idle()  # they likely went the way this one did
             raise
         finally:
-            if whole and not self._closed:
+            if whole and not self._closed and self._current(connection):
                 self._idle.append(connection)
             else:
                 await connection.disconnect(nowait=True)
@@ -215,7 +221,8 @@ class Connections:
         idle = self._idle
         while idle and not fresh:
             connection = idle.pop()
-            if _open(connection):
+            # Owned: made in this process, and, under Sentinel, to the primary the pool knows now.
+            if _open(connection) and self._current(connection):
                 return connection
             await connection.disconnect(nowait=True)
         return self._pool.make_connection()  # type: ignore[no-untyped-call]
