@@ -10,7 +10,7 @@ import os
 import secrets
 import time
 import weakref
-from collections.abc import AsyncGenerator, Collection, Mapping
+from collections.abc import AsyncGenerator, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _redis_scripts as scripts
@@ -234,25 +234,17 @@ class RedisStore(Store):
         timed-out script may still have run (and commits carry an id, so a retried one that had
         run is not applied twice).
         """
-        try:
+        with _store_errors():
             return await state.connections.call(_WRITE_RETRY_ON if write else _READ_RETRY_ON, *command)
-        except RedisError as error:
-            raise _unavailable(error) from error
-        except Busy as error:
-            raise StoreUnavailable("no Redis connection became free in time") from error
-        except OSError as error:
-            raise StoreUnavailable(f"Redis is unreachable: {error}") from error
 
     async def _run(
         self, script: str, keys: list[str], args: list[Any], *, write: bool = False, state: _LoopState | None = None
     ) -> Any:
+        """Run a script as ``_call`` runs a command."""
         if state is None:
             state = await self._state()
-        try:
-            # By hash: the script's text crosses the network only the first time a server sees it.
-            return await self._call(state, write, "EVALSHA", scripts.sha(script), len(keys), *keys, *args)
-        except NoScriptError:
-            return await self._call(state, write, "EVAL", script, len(keys), *keys, *args)
+        with _store_errors():
+            return await _script(state.connections, _WRITE_RETRY_ON if write else _READ_RETRY_ON, script, keys, args)
 
     async def _server_now(self, state: _LoopState) -> int:
         """An estimate of the server's clock (ms): this host's steady clock plus an offset re-measured every minute.
@@ -625,11 +617,7 @@ class RedisStore(Store):
         async with asyncio.timeout(self.socket_timeout):
             for start in range(0, len(keys), _CHECK_SLICE):
                 part = keys[start : start + _CHECK_SLICE]
-                hashes = [self._hash(key) for key in part]
-                try:
-                    gone = await state.checker.call((), "EVALSHA", scripts.sha(scripts.MISSING), len(part), *hashes)
-                except NoScriptError:
-                    gone = await state.checker.call((), "EVAL", scripts.MISSING, len(part), *hashes)
+                gone = await _script(state.checker, (), scripts.MISSING, [self._hash(key) for key in part], [])
                 missing += [part[position - 1] for position in gone]
         await self._report_expired(state, missing)
 
@@ -669,6 +657,29 @@ def _unavailable(error: RedisError) -> Exception:
     if isinstance(error, ResponseError) and not refused:
         return error
     return StoreUnavailable(f"Redis cannot serve the request: {error}")
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Outages, servers refusing work and no connection free in time as StoreUnavailable; other errors as they are."""
+    try:
+        yield
+    except RedisError as error:
+        raise _unavailable(error) from error
+    except Busy as error:
+        raise StoreUnavailable("no Redis connection became free in time") from error
+    except OSError as error:
+        raise StoreUnavailable(f"Redis is unreachable: {error}") from error
+
+
+async def _script(
+    connections: Connections, retry_on: tuple[type[Exception], ...], script: str, keys: list[str], args: list[Any]
+) -> Any:
+    """Run ``script`` by hash: its text crosses the network only the first time a server sees it."""
+    try:
+        return await connections.call(retry_on, "EVALSHA", scripts.sha(script), len(keys), *keys, *args)
+    except NoScriptError:
+        return await connections.call(retry_on, "EVAL", script, len(keys), *keys, *args)
 
 
 def _sentinels_like(manager: Sentinel) -> Sentinel:
