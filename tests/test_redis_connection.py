@@ -28,13 +28,6 @@ async def connections(redis_url: str) -> AsyncIterator[Connections]:
     await pool.aclose()
 
 
-@pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def client_ids(client: aioredis.Redis) -> set[int]:
     return {int(entry["id"]) for entry in await client.client_list()}
 
@@ -108,20 +101,20 @@ async def test_idle_connections_the_server_closed_are_not_used(
     assert await connections.call((), "PING") == b"PONG"
 
 
-async def test_a_store_works_at_once_after_redis_dropped_every_connection(redis_url: str) -> None:
+async def test_a_store_works_at_once_after_redis_dropped_every_connection(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
     """Seen closed or not yet: the first failure drops every idle connection, and the retry runs on a new one."""
     store = RedisStore(redis_url)
-    admin = aioredis.Redis.from_url(redis_url)
     try:
         await asyncio.gather(*(store.load("x") for _ in range(8)))  # eight connections left idle
-        await admin.client_kill_filter(_type="normal", skipme=True)
+        await redis_client.client_kill_filter(_type="normal", skipme=True)
         assert await store.load("x") is None
         assert await store.commit("x", {"a": "1"}, (), ttl=60, create=True) is not None
-        await admin.client_kill_filter(_type="normal", skipme=True)
+        await redis_client.client_kill_filter(_type="normal", skipme=True)
         assert await store.commit("x", {"a": "2"}, (), ttl=60) is not None
     finally:
         await store.aclose()
-        await admin.aclose()
 
 
 async def test_a_command_larger_than_the_socket_buffer_is_sent_whole(connections: Connections) -> None:

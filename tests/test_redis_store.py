@@ -50,14 +50,6 @@ async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
     await store.aclose()
 
 
-@pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A plain client, to look at and change what the store keeps."""
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def test_keys_are_hashes_of_the_id_and_values_json(redis_url: str) -> None:
     store = RedisStore(redis_url)
     cookie = await seed_session(store, {"cart": ["apple"]}, secret_key=SECRET)
