@@ -474,6 +474,12 @@ async def test_a_given_sentinel_client_serves_as_a_template(redis_url: str, sent
             await client.aclose()
 
 
+def test_a_sentinel_client_for_a_replica_is_refused(sentinel_port: int) -> None:
+    sentinel = Sentinel([("127.0.0.1", sentinel_port)])  # type: ignore[no-untyped-call]
+    with pytest.raises(ValueError, match="needs the primary"):
+        RedisStore(client=sentinel.slave_for("primary"))
+
+
 def test_a_given_sentinel_client_serves_every_event_loop(redis_url: str, sentinel_port: int) -> None:
     """Each event loop asks the sentinels on connections of its own (theirs are tied to a loop too)."""
     sentinel = Sentinel([("127.0.0.1", sentinel_port)])  # type: ignore[no-untyped-call]

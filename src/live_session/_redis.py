@@ -124,6 +124,9 @@ class RedisStore(Store):
     ) -> None:
         if (url is None) == (client is None):
             raise ValueError("RedisStore needs exactly one of url= or client=")
+        pool = client.connection_pool if client is not None else None
+        if isinstance(pool, SentinelConnectionPool) and not pool.is_master:
+            raise ValueError("RedisStore writes, so it needs the primary: pass Sentinel.master_for(), not slave_for()")
         if not (expiry_check_interval > 0 and math.isfinite(expiry_check_interval)):
             raise ValueError(f"expiry_check_interval must be a positive number, got {expiry_check_interval!r}")
         if max_session_size < 2:
