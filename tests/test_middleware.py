@@ -17,8 +17,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
 
 from live_session import LiveSessionMiddleware, MemoryStore, Session, SessionTooLarge, ensure_session
 from live_session._ids import store_key
@@ -275,6 +276,44 @@ def test_in_place_changes_are_found_however_the_value_was_read(how: str) -> None
     client.get("/mutate")
     session = client.get("/view_session").json()["session"]
     assert session["cart"] == ["a", "x"] or session["prefs"] == {"sizes": {"x": 1}}, session
+
+
+def _pop_every_item(session: Any) -> None:
+    while session:
+        _, value = session.popitem()
+        if isinstance(value, list):
+            value.append("x")
+
+
+MUTATIONS_NEVER_STORED: dict[str, Callable[[Any], Any]] = {
+    **MUTATIONS_THROUGH_READS,
+    "pop": lambda s: s.pop("cart").append("x"),
+    "popitem": _pop_every_item,
+}
+
+
+@pytest.mark.parametrize("how", MUTATIONS_NEVER_STORED)
+def test_a_change_in_place_that_is_never_stored_reaches_no_other_request(how: str) -> None:
+    """MemoryStore hands every request the same decoded values: whatever the app gets is its own copy."""
+
+    async def mutate_then_fail(request: Request) -> JSONResponse:
+        MUTATIONS_NEVER_STORED[how](request.session)
+        raise RuntimeError("the request fails before its response: nothing is committed")
+
+    async def websocket_mutates(websocket: WebSocket) -> None:
+        await websocket.accept()
+        MUTATIONS_THROUGH_READS["getitem"](websocket.session)  # a read-only snapshot: never stored
+        await websocket.close()
+
+    routes = [*BASIC_ROUTES, Route("/mutate_then_fail", mutate_then_fail), WebSocketRoute("/ws", websocket_mutates)]
+    client = TestClient(make_app(routes), raise_server_exceptions=False)
+    stored = {"cart": ["a"], "prefs": {"sizes": {}}, "user": 1}
+    client.post("/update_session", json=stored)
+    assert client.get("/view_session").json()["session"] == stored  # loaded once: its values are now shared
+    assert client.get("/mutate_then_fail").status_code == 500
+    with client.websocket_connect("/ws"):
+        pass
+    assert client.get("/view_session").json()["session"] == stored
 
 
 def test_reading_a_scalar_costs_no_encoding_of_other_values() -> None:

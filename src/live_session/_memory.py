@@ -9,11 +9,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 from ._broadcast import Hub, Subscription
 from ._errors import SessionConflict, SessionNotFound, SessionTooLarge
 from ._store import Record, Store
 from ._updates import Reason, SessionUpdate
+from ._values import decode, decode_all
 
 __all__ = ["MemoryStore"]
 
@@ -23,12 +25,13 @@ _NONE: frozenset[str] = frozenset()
 
 
 class _Entry:
-    __slots__ = ("bucket", "data", "deadline", "expires_at", "parts", "record", "version")
+    __slots__ = ("bucket", "data", "deadline", "expires_at", "parts", "record", "values", "version")
 
     def __init__(self, data: dict[str, str], version: int, deadline: float, bucket: int, parts: int = 0) -> None:
-        # Never mutated once stored: a commit builds a new dict, so records handed
+        # Never mutated once stored: a commit builds new dicts, so records handed
         # out by load() and updates in subscriber queues stay as they were.
         self.data = data
+        self.values: Mapping[str, Any] | None = None  # data's values decoded, while the store caches them
         self.version = version
         self.record = Record(data, version)  # what load() hands out, built once per change
         self.deadline = deadline  # the absolute lifetime's end (inf: none)
@@ -36,11 +39,18 @@ class _Entry:
         self.bucket = bucket
         self.parts = parts  # the sum encoded_size() makes of data, kept up to date by commits
 
-    def change(self, data: dict[str, str], parts: int) -> Record:
+    def change(self, data: dict[str, str], parts: int, values: Mapping[str, Any] | None) -> Record:
         self.data = data
+        self.values = values
         self.version += 1
         self.parts = parts
-        self.record = Record(data, self.version)
+        self.record = Record(data, self.version, values)
+        return self.record
+
+    def keep_values(self, values: Mapping[str, Any] | None) -> Record:
+        """Start (or stop) handing out the decoded values with the record."""
+        self.values = values
+        self.record = Record(self.data, self.version, values)
         return self.record
 
     def extend(self, now: float, ttl: float) -> None:
@@ -49,6 +59,23 @@ class _Entry:
 
 def _part(key: str, text: str) -> int:
     return len(key.encode("utf-8")) + len(text) + 4
+
+
+def _values_after(
+    old: Mapping[str, Any], changes: Mapping[str, str], changed: list[str], gone: frozenset[str]
+) -> dict[str, Any]:
+    """The decoded values after a commit: the old ones, with only the changed keys decoded."""
+    new = {}
+    for key in changed:
+        try:
+            new[key] = decode(changes[key])
+        except ValueError as error:
+            raise ValueError(f"commit: the value of {key!r} is not JSON text ({error})") from None
+    if gone:
+        values = {key: value for key, value in old.items() if key not in gone}
+        values.update(new)
+        return values
+    return {**old, **new}
 
 
 class MemoryStore(Store):
@@ -61,7 +88,10 @@ class MemoryStore(Store):
     ``clean_interval``), whose subscribers are told ``evicted``, so a flood of
     new sessions cannot exhaust memory. Sessions are filed by expiry time in buckets
     ``clean_interval`` wide, so a sweep costs in proportion to what expires,
-    not to what is stored. It is safe to share between threads and event loops::
+    not to what is stored. The values of recently loaded sessions are kept
+    decoded, up to ``decoded_cache_size`` bytes of sessions (counted as
+    ``max_session_size`` counts them; 0: none), so a request decodes nothing
+    the app does not touch. It is safe to share between threads and event loops::
 
         store = MemoryStore(clean_interval=30)
         app = Starlette(middleware=[Middleware(LiveSessionMiddleware, secret_key=KEY, store=store)])
@@ -73,6 +103,7 @@ class MemoryStore(Store):
         clean_interval: float = 60.0,
         max_session_size: int = 64 * 1024,
         max_sessions: int | None = 100_000,
+        decoded_cache_size: int = 1024 * 1024,
     ) -> None:
         if not (clean_interval > 0 and math.isfinite(clean_interval)):
             raise ValueError(f"clean_interval must be a positive number of seconds, got {clean_interval!r}")
@@ -80,6 +111,8 @@ class MemoryStore(Store):
             raise ValueError(f"max_session_size must be at least 2 bytes, got {max_session_size!r}")
         if max_sessions is not None and max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1 (or None for no bound), got {max_sessions!r}")
+        if decoded_cache_size < 0:
+            raise ValueError(f"decoded_cache_size must be at least 0 bytes (0: no cache), got {decoded_cache_size!r}")
         self.clean_interval = clean_interval
         self.max_session_size = max_session_size
         self.max_sessions = max_sessions
@@ -94,6 +127,10 @@ class MemoryStore(Store):
         self._hub = Hub()
         self._sweeper: asyncio.Task[None] | None = None
         self._next_inline_sweep = 0.0
+        # Sessions whose values are kept decoded, with their sizes, oldest first.
+        self.decoded_cache_size = decoded_cache_size
+        self._cached: dict[str, int] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         """Sessions held, including expired ones not yet swept."""
@@ -130,7 +167,43 @@ class MemoryStore(Store):
     def _drop(self, key: str, entry: _Entry, reason: Reason) -> None:
         del self._entries[key]
         self._unfile(key, entry)
+        if entry.values is not None:
+            self._uncache(key)
         self._hub.publish(key, SessionUpdate(entry.version + 1, reason, {}, removed=frozenset(entry.data)))
+
+    # -- decoded values of recently loaded sessions (callers hold the lock) --
+
+    def _cache(self, key: str, entry: _Entry) -> Record:
+        """Keep the session's values decoded, so its next loads decode nothing; returns its record."""
+        size = entry.parts + 1  # as encoded_size() counts it (and max_session_size)
+        if size > self.decoded_cache_size:
+            return entry.record
+        record = entry.keep_values(decode_all(entry.data))
+        self._cached[key] = size
+        self._cached_bytes += size
+        self._trim_cache()
+        return record
+
+    def _recount(self, key: str, entry: _Entry) -> Record:
+        """After a commit changed a cached session's size; returns its record."""
+        size = entry.parts + 1
+        self._cached_bytes += size - self._cached[key]
+        self._cached[key] = size
+        self._trim_cache()
+        return entry.record
+
+    def _uncache(self, key: str) -> None:
+        self._cached_bytes -= self._cached.pop(key, 0)
+
+    def _trim_cache(self) -> None:
+        """Stop caching the oldest cached sessions until the rest fit in ``decoded_cache_size``."""
+        cached = self._cached
+        while self._cached_bytes > self.decoded_cache_size and cached:
+            key = next(iter(cached))
+            self._cached_bytes -= cached.pop(key)
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.keep_values(None)
 
     def sweep(self) -> int:
         """Remove the sessions that have expired now; returns how many. The background task calls this."""
@@ -237,7 +310,9 @@ class MemoryStore(Store):
         task = self._sweeper
         if task is None or task.done() or task.get_loop().is_closed():
             self._ensure_sweeper()
-        with self._lock:
+        lock = self._lock  # acquire() and release(): cheaper than a with block, on every request
+        lock.acquire()
+        try:
             now = self._clock()
             entry = self._entries.get(key)
             if entry is None:
@@ -247,7 +322,11 @@ class MemoryStore(Store):
                 return None
             if ttl is not None:
                 self._extend(key, entry, now, ttl)
+            if entry.values is None and self.decoded_cache_size:
+                return self._cache(key, entry)
             return entry.record
+        finally:
+            lock.release()
 
     async def commit(
         self,
@@ -265,20 +344,37 @@ class MemoryStore(Store):
         task = self._sweeper
         if task is None or task.done() or task.get_loop().is_closed():
             self._ensure_sweeper()
-        with self._lock:
+        lock = self._lock  # acquire() and release(): cheaper than a with block, on every request
+        lock.acquire()
+        try:
             now = self._clock()
-            entry = self._live(key, now)
-            if entry is None and not create:
+            entry = self._entries.get(key)
+            if entry is not None and entry.expires_at <= now:
+                self._drop(key, entry, "expired")
+                entry = None
+            if entry is not None:
+                current, version, parts, old_values = entry.data, entry.version, entry.parts, entry.values
+            elif create:
+                current, version, parts, old_values = {}, 0, 0, None
+            else:
                 return None
-            current = entry.data if entry is not None else {}
-            version = entry.version if entry is not None else 0
             if expected_version is not None and expected_version != version:
                 raise SessionConflict(f"session changed (version {version}, expected {expected_version})")
-            changed = frozenset([k for k, text in changes.items() if current.get(k) != text])
+            # What really changed, and the size after the commit, counted as encoded_size() does
+            # from what changed only.
+            changed: list[str] = []
+            for k, text in changes.items():
+                old = current.get(k)
+                if old != text:
+                    changed.append(k)
+                    # _part(k, text) - _part(k, old): the key's own bytes cancel out.
+                    parts += len(text) - len(old) if old is not None else _part(k, text)
             gone = frozenset([k for k in removed if k in current and k not in changes]) if removed else _NONE
             if entry is not None and not changed and not gone:
                 self._extend(key, entry, now, ttl)
                 return entry.record
+            for k in gone:
+                parts -= _part(k, current[k])
             if gone:
                 data = {k: text for k, text in current.items() if k not in gone}
                 data.update(changes)
@@ -287,14 +383,6 @@ class MemoryStore(Store):
             if not data and drop_if_empty and entry is not None:
                 self._drop(key, entry, "destroyed")
                 return Record({}, version + 1)
-            # The size, counted as encoded_size() does, from what changed only.
-            parts = entry.parts if entry is not None else 0
-            for k in gone:
-                parts -= _part(k, current[k])
-            for k in changed:
-                old = current.get(k)
-                # _part(k, new) - _part(k, old): the key's own bytes cancel out.
-                parts += len(changes[k]) - len(old) if old is not None else _part(k, changes[k])
             size = parts + 1 if data else 2
             if size > self.max_session_size:
                 raise SessionTooLarge(
@@ -306,11 +394,17 @@ class MemoryStore(Store):
                 self._entries[key] = entry
                 record = entry.record
             else:
-                record = entry.change(data, parts)
+                values = None if old_values is None else _values_after(old_values, changes, changed, gone)
+                size_before = entry.parts
+                record = entry.change(data, parts, values)
+                if values is not None and parts != size_before:
+                    record = self._recount(key, entry)
             self._extend(key, entry, now, ttl)
             if self._hub.has_subscribers(key):
-                self._hub.publish(key, SessionUpdate(entry.version, "updated", data, changed, gone))
+                self._hub.publish(key, SessionUpdate(entry.version, "updated", data, frozenset(changed), gone))
             return record
+        finally:
+            lock.release()
 
     async def destroy(self, key: str) -> bool:
         with self._lock:
@@ -329,6 +423,7 @@ class MemoryStore(Store):
                 return None
             del self._entries[key]
             self._unfile(key, entry)
+            self._uncache(key)
             moved = _Entry(entry.data, entry.version + 1, entry.deadline, -1, entry.parts)
             moved.extend(now, ttl)
             self._entries[new_key] = moved

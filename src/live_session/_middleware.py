@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from starlette.datastructures import MutableHeaders, Secret
@@ -131,11 +131,18 @@ class LiveSessionMiddleware:
                 legacy = read_starlette_cookie(cookie, self.secret_keys, self.max_age)
 
         if record is not None:
-            data = {}
-            for name, text in record.data.items():
-                data[name] = decode(text)
+            shared = record.decoded
+            data: Mapping[str, Any]
+            if shared is None:
+                data = decoded = {}
+                for name, text in record.data.items():
+                    decoded[name] = decode(text)
+            else:
+                data = shared  # copied into the session; its lists and dicts are copied when handed out
             session = ReadOnlySession(data) if websocket else Session(data)
             session._baseline = record.data
+            if shared is not None:
+                session._shared = shared
         else:
             session = ReadOnlySession(legacy or ()) if websocket else Session(legacy or ())
         state = Connection(

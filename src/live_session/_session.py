@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._values import check_key, check_value, encode
+from ._values import check_key, check_value, decode, encode
 
 if TYPE_CHECKING:
     from ._live import Connection
@@ -15,6 +15,8 @@ __all__ = ["ReadOnlySession", "Session"]
 _CONTAINERS = (dict, list)
 _SCALARS = frozenset({str, int, bool, type(None)})  # exact types: always JSON-compatible
 _MISSING: Any = object()
+_dict_get = dict.get
+_dict_setitem = dict.__setitem__
 
 
 class Session(dict[str, Any]):
@@ -26,6 +28,14 @@ class Session(dict[str, Any]):
     dict that was read may have been changed in place; at commit only those are
     compared with what was loaded, so a request that reads ``user`` pays nothing
     for a large ``cart``.
+
+    A session loaded from a record that carries decoded values (``MemoryStore``'s)
+    starts out holding those shared values, so loading decodes nothing. A list or
+    dict among them is replaced by a copy of its own the first time it is handed
+    out, by ``session[key]``, ``get``, ``pop``, ``items()``, ``values()`` and the
+    rest, so the app never changes what other requests share. Code that bypasses
+    the dict's methods (``dict.get(session, key)``, a C extension walking the dict)
+    sees the right values but must not change them.
     """
 
     accessed: bool = False
@@ -38,6 +48,9 @@ class Session(dict[str, Any]):
     _read_all: bool = False
     # Encoded values as loaded from the store, to find changes made inside nested values.
     _baseline: Mapping[str, str] = {}
+    # Decoded values shared with the loaded record (Record.decoded): a list or dict among
+    # them is decoded afresh from _baseline before it is handed out.
+    _shared: Mapping[str, Any] = {}
     # The connection this session belongs to (set by the middleware), for ``live_session_of``.
     _connection: Connection | None = None
 
@@ -56,34 +69,54 @@ class Session(dict[str, Any]):
         else:
             self._read.add(key)
 
+    def _own(self, key: str) -> Any:
+        """A copy of the shared list or dict under ``key``, put in its place."""
+        value = decode(self._baseline[key])
+        dict.__setitem__(self, key, value)
+        return value
+
+    def _own_all(self) -> None:
+        """Before every value is handed out: no list or dict in the session is shared any more."""
+        self._read_all = True
+        shared = self._shared
+        if shared:
+            for key, value in shared.items():
+                if isinstance(value, _CONTAINERS) and dict.get(self, key) is value:
+                    self._own(key)
+            self._shared = {}
+
     def __getitem__(self, key: str) -> Any:
         value = dict.__getitem__(self, key)
         if isinstance(value, _CONTAINERS):
+            if value is self._shared.get(key):
+                value = self._own(key)
             self._saw(key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = dict.get(self, key, _MISSING)
+        value = _dict_get(self, key, _MISSING)
         if value is _MISSING:
             return default
         if isinstance(value, _CONTAINERS):
+            if value is self._shared.get(key):
+                value = self._own(key)
             self._saw(key)
         return value
 
     def items(self) -> Any:
-        self._read_all = True
+        self._own_all()
         return super().items()
 
     def values(self) -> Any:
-        self._read_all = True
+        self._own_all()
         return super().values()
 
     def copy(self) -> dict[str, Any]:
-        self._read_all = True
+        self._own_all()
         return dict(super().items())
 
     def __or__(self, other: Any) -> Any:
-        self._read_all = True
+        self._own_all()
         return super().__or__(other)
 
     def __iter__(self) -> Iterator[str]:
@@ -103,8 +136,14 @@ class Session(dict[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if not (type(key) is str and type(value) in _SCALARS):  # those need no check
             check_value(check_key(key), value)
-        self._touch(key)
-        dict.__setitem__(self, key, value)
+        # _touch(key), inlined: the most common write of all.
+        self.accessed = self.modified = True
+        touched = self._touched
+        if touched is None:
+            self._touched = {key}
+        else:
+            touched.add(key)
+        _dict_setitem(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
@@ -117,14 +156,21 @@ class Session(dict[str, Any]):
         super().clear()
 
     def pop(self, key: str, *default: Any) -> Any:
-        if key in self:
-            self._touch(key)
-        return super().pop(key, *default)
+        if key not in self:
+            return super().pop(key, *default)
+        self._touch(key)
+        return self._unshared(key, super().pop(key))
 
     def popitem(self) -> tuple[str, Any]:
-        item = super().popitem()
-        self._touch(item[0])
-        return item
+        key, value = super().popitem()
+        self._touch(key)
+        return key, self._unshared(key, value)
+
+    def _unshared(self, key: str, value: Any) -> Any:
+        """``value``, just taken out of the session, or a copy of it if it is a shared list or dict."""
+        if isinstance(value, _CONTAINERS) and value is self._shared.get(key):
+            return decode(self._baseline[key])
+        return value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key not in self:
@@ -156,23 +202,24 @@ class Session(dict[str, Any]):
         touched = self._touched or ()
         changes: dict[str, str] = {}
         removed: list[str] = []
+        get = dict.get
         for key in touched:
-            if dict.__contains__(self, key):
+            value = get(self, key, _MISSING)
+            if value is not _MISSING:
                 # Set by this request: committed even if equal to what it loaded, since a live
                 # writer may have changed it since, and the request wrote last.
-                value = dict.__getitem__(self, key)
                 changes[key] = _encode_checked(key, value)
                 if isinstance(value, _CONTAINERS):  # scalars were checked when set
                     check_value(key, value)
             elif key in baseline:
                 removed.append(key)
         # Starlette only sees top-level writes; a cart appended to in place is a change too.
-        candidates = dict.keys(self) if self._read_all else (self._read or ())
-        for key in candidates:
-            if key not in touched and dict.__contains__(self, key):
-                value = dict.__getitem__(self, key)
-                if isinstance(value, _CONTAINERS):
-                    self._compare(key, value, baseline, changes)
+        if self._read_all or self._read:
+            for key in dict.keys(self) if self._read_all else self._read or ():
+                if key not in touched:
+                    value = get(self, key)
+                    if isinstance(value, _CONTAINERS):
+                        self._compare(key, value, baseline, changes)
         return changes, removed
 
     @staticmethod
@@ -187,6 +234,7 @@ class Session(dict[str, Any]):
         dict.clear(self)
         dict.update(self, data)
         self._baseline = baseline
+        self._shared = {}
         self._touched = self._read = None
         self._read_all = False
 

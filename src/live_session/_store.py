@@ -11,8 +11,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from ._broadcast import Subscription
 
@@ -21,10 +22,18 @@ __all__ = ["Record", "Store"]
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A stored session: ``data`` maps each key to its JSON text; ``version`` counts its changes."""
+    """A stored session: ``data`` maps each key to its JSON text; ``version`` counts its changes.
+
+    ``decoded``, if the store fills it, holds the values of ``data`` decoded. A store that hands
+    out one record to many loads (``MemoryStore``) fills it once per change, and the middleware
+    then decodes nothing per request. Those values are shared: the middleware copies a list or
+    dict out of them before the app gets it, and nothing may change them. A store that builds a
+    new record on every load (``RedisStore``) leaves it None.
+    """
 
     data: Mapping[str, str]
     version: int
+    decoded: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class Store(ABC):
