@@ -15,7 +15,7 @@ from ._broadcast import Hub, Subscription
 from ._errors import SessionConflict, SessionNotFound, SessionTooLarge
 from ._store import Record, Store
 from ._updates import Reason, SessionUpdate
-from ._values import decode, decode_all
+from ._values import decode
 
 __all__ = ["MemoryStore"]
 
@@ -25,13 +25,14 @@ _NONE: frozenset[str] = frozenset()
 
 
 class _Entry:
-    __slots__ = ("bucket", "data", "deadline", "expires_at", "parts", "record", "values", "version")
+    __slots__ = ("bucket", "data", "deadline", "expires_at", "parts", "record", "used", "values", "version")
 
     def __init__(self, data: dict[str, str], version: int, deadline: float, bucket: int, parts: int = 0) -> None:
         # Never mutated once stored: a commit builds new dicts, so records handed
         # out by load() and updates in subscriber queues stay as they were.
         self.data = data
-        self.values: Mapping[str, Any] | None = None  # data's values decoded, while the store caches them
+        self.values: Mapping[str, Any] | None = None  # data's values decoded, while the store keeps them
+        self.used = True  # loaded since the last sweep
         self.version = version
         self.record = Record(data, version)  # what load() hands out, built once per change
         self.deadline = deadline  # the absolute lifetime's end (inf: none)
@@ -63,14 +64,18 @@ def _part(key: str, text: str) -> int:
 
 def _values_after(
     old: Mapping[str, Any], changes: Mapping[str, str], changed: list[str], gone: frozenset[str]
-) -> dict[str, Any]:
-    """The decoded values after a commit: the old ones, with only the changed keys decoded."""
+) -> dict[str, Any] | None:
+    """The decoded values after a commit: the old ones, with only the changed keys decoded.
+
+    None if a changed value is not JSON text (a store contract broken by the caller: it is
+    stored, as it would be in a session whose values are not kept).
+    """
     new = {}
     for key in changed:
         try:
             new[key] = decode(changes[key])
-        except ValueError as error:
-            raise ValueError(f"commit: the value of {key!r} is not JSON text ({error})") from None
+        except ValueError:
+            return None
     if gone:
         values = {key: value for key, value in old.items() if key not in gone}
         values.update(new)
@@ -88,10 +93,12 @@ class MemoryStore(Store):
     ``clean_interval``), whose subscribers are told ``evicted``, so a flood of
     new sessions cannot exhaust memory. Sessions are filed by expiry time in buckets
     ``clean_interval`` wide, so a sweep costs in proportion to what expires,
-    not to what is stored. The values of recently loaded sessions are kept
-    decoded, up to ``decoded_cache_size`` bytes of sessions (counted as
-    ``max_session_size`` counts them; 0: none), so a request decodes nothing
-    the app does not touch. It is safe to share between threads and event loops::
+    not to what is stored. The decoded values of sessions in use are kept for
+    the next requests (see ``keep_decoded``), up to ``decoded_cache_size``
+    bytes of those sessions' JSON (the decoded values take several times that;
+    0: none), so a request decodes nothing the app does not read; a session not
+    loaded between two sweeps gives its room back. It is safe to share between
+    threads and event loops::
 
         store = MemoryStore(clean_interval=30)
         app = Starlette(middleware=[Middleware(LiveSessionMiddleware, secret_key=KEY, store=store)])
@@ -171,44 +178,58 @@ class MemoryStore(Store):
             self._uncache(key)
         self._hub.publish(key, SessionUpdate(entry.version + 1, reason, {}, removed=frozenset(entry.data)))
 
-    # -- decoded values of recently loaded sessions (callers hold the lock) --
+    # -- decoded values of recently used sessions (callers hold the lock, but for keep_decoded) --
+    #
+    # Values are kept while they fit in the budget; none are evicted to make room, since under a
+    # working set larger than the budget that churn costs more (allocation, garbage collection)
+    # than decoding. Each sweep instead gives back the room of kept sessions not loaded since the
+    # last one, so the kept ones follow the sessions in use.
 
-    def _cache(self, key: str, entry: _Entry) -> Record:
-        """Keep the session's values decoded, so its next loads decode nothing; returns its record."""
-        size = entry.parts + 1  # as encoded_size() counts it (and max_session_size)
-        if size > self.decoded_cache_size:
-            return entry.record
-        record = entry.keep_values(decode_all(entry.data))
-        self._cached[key] = size
-        self._cached_bytes += size
-        self._trim_cache()
-        return record
+    def keep_decoded(self, key: str, record: Record, values: Callable[[], Mapping[str, Any] | None]) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.record is not record or entry.values is not None:
+                return  # changed or ended since, or kept already
+            size = entry.parts + 1  # as encoded_size() counts it (and max_session_size)
+            if self._cached_bytes + size > self.decoded_cache_size:
+                return
+            decoded = values()  # cheap: no decoding, only a check of what the request had
+            if decoded is None:
+                return
+            entry.keep_values(decoded)
+            self._cached[key] = size
+            self._cached_bytes += size
 
     def _recount(self, key: str, entry: _Entry) -> Record:
-        """After a commit changed a cached session's size; returns its record."""
+        """After a commit changed a kept session's size; returns its record."""
         size = entry.parts + 1
-        self._cached_bytes += size - self._cached[key]
+        grown = size - self._cached[key]
+        if self._cached_bytes + grown > self.decoded_cache_size:  # no longer fits: stop keeping this one
+            self._uncache(key)
+            return entry.keep_values(None)
+        self._cached_bytes += grown
         self._cached[key] = size
-        self._trim_cache()
         return entry.record
 
     def _uncache(self, key: str) -> None:
         self._cached_bytes -= self._cached.pop(key, 0)
 
-    def _trim_cache(self) -> None:
-        """Stop caching the oldest cached sessions until the rest fit in ``decoded_cache_size``."""
-        cached = self._cached
-        while self._cached_bytes > self.decoded_cache_size and cached:
-            key = next(iter(cached))
-            self._cached_bytes -= cached.pop(key)
-            entry = self._entries.get(key)
-            if entry is not None:
+    def _release_unused(self) -> None:
+        """Stop keeping the values of sessions not loaded since the last call."""
+        for key in list(self._cached):
+            entry = self._entries[key]
+            if entry.used:
+                entry.used = False
+            else:
+                self._uncache(key)
                 entry.keep_values(None)
 
     def sweep(self) -> int:
         """Remove the sessions that have expired now; returns how many. The background task calls this."""
         with self._lock:
             removed = self._sweep(self._clock())
+            if self._cached:
+                self._release_unused()
         if removed:
             logger.debug("memory store swept %d expired sessions", removed)
         return removed
@@ -322,8 +343,7 @@ class MemoryStore(Store):
                 return None
             if ttl is not None:
                 self._extend(key, entry, now, ttl)
-            if entry.values is None and self.decoded_cache_size:
-                return self._cache(key, entry)
+            entry.used = True
             return entry.record
         finally:
             lock.release()
@@ -397,8 +417,11 @@ class MemoryStore(Store):
                 values = None if old_values is None else _values_after(old_values, changes, changed, gone)
                 size_before = entry.parts
                 record = entry.change(data, parts, values)
-                if values is not None and parts != size_before:
-                    record = self._recount(key, entry)
+                if values is not None:
+                    if parts != size_before:
+                        record = self._recount(key, entry)
+                elif old_values is not None:
+                    self._uncache(key)
             self._extend(key, entry, now, ttl)
             if self._hub.has_subscribers(key):
                 self._hub.publish(key, SessionUpdate(entry.version, "updated", data, frozenset(changed), gone))
@@ -424,6 +447,7 @@ class MemoryStore(Store):
             del self._entries[key]
             self._unfile(key, entry)
             self._uncache(key)
+            self._uncache(new_key)  # ids are random: only a store used directly could reuse one
             moved = _Entry(entry.data, entry.version + 1, entry.deadline, -1, entry.parts)
             moved.extend(now, ttl)
             self._entries[new_key] = moved

@@ -75,6 +75,8 @@ class LiveSessionMiddleware:
         self.max_age = max_age
         self.path = path
         self.store: Store = store if store is not None else MemoryStore()
+        # Offer the store the values decoded for a request (after it) only if it can keep them.
+        self._offer_decoded = type(self.store).keep_decoded is not Store.keep_decoded
         if idle_timeout is None:
             # As in Starlette, max_age <= 0 is accepted: such a session is gone at once.
             self.idle_timeout = float(_FOURTEEN_DAYS if max_age is None else max_age)
@@ -107,6 +109,7 @@ class LiveSessionMiddleware:
             return
 
         websocket = kind == "websocket"
+        fresh: dict[str, Any] | None = None  # the values decoded for this request, to offer the store
         cookie = self._read_cookie(scope)
         session_id: str | None = None
         key: str | None = None
@@ -137,6 +140,8 @@ class LiveSessionMiddleware:
                 data = decoded = {}
                 for name, text in record.data.items():
                     decoded[name] = decode(text)
+                if self._offer_decoded and not websocket:
+                    fresh = decoded
             else:
                 data = shared  # copied into the session; its lists and dicts are copied when handed out
             session = ReadOnlySession(data) if websocket else Session(data)
@@ -196,6 +201,18 @@ class LiveSessionMiddleware:
             await _unavailable(scope, receive, send, error)  # a live write in the app, say
         finally:
             session._connection = None  # no reference cycle outlives the request
+            if fresh is not None:
+                self._offer_values(state, fresh)
+
+    def _offer_values(self, state: Connection, loaded: dict[str, Any]) -> None:
+        """Once the app is done: offer the store the values decoded for this request, if it changed none.
+
+        The store may keep them for the next requests on this session (``Store.keep_decoded``).
+        """
+        record, key = state.record, state.key
+        if record is not None and key is not None:
+            session, committed = state.session, state.committed or {}
+            self.store.keep_decoded(key, record, lambda: session._unchanged_values(loaded, record.data, committed))
 
     async def _migrate(self, state: Connection, legacy: dict[str, Any]) -> None:
         """Turn a Starlette cookie session into a stored one, before the app runs; drop it if it cannot be."""
@@ -230,6 +247,7 @@ class LiveSessionMiddleware:
                     state.key, changes, removed, ttl=self.idle_timeout, drop_if_empty=True, base=state.record
                 )
                 state.record = record
+                state.committed = changes
                 if record is None:
                     # Destroyed or expired while this request ran: a late commit never brings it back.
                     logger.info("session ended during the request; its changes were not saved")

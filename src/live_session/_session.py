@@ -14,6 +14,7 @@ __all__ = ["ReadOnlySession", "Session"]
 
 _CONTAINERS = (dict, list)
 _SCALARS = frozenset({str, int, bool, type(None)})  # exact types: always JSON-compatible
+_IMMUTABLE = _SCALARS | {float}
 _MISSING: Any = object()
 _dict_get = dict.get
 _dict_setitem = dict.__setitem__
@@ -29,7 +30,7 @@ class Session(dict[str, Any]):
     compared with what was loaded, so a request that reads ``user`` pays nothing
     for a large ``cart``.
 
-    A session loaded from a record that carries decoded values (``MemoryStore``'s)
+    A session loaded from a record that carries decoded values (``Record.decoded``)
     starts out holding those shared values, so loading decodes nothing. A list or
     dict among them is replaced by a copy of its own the first time it is handed
     out, by ``session[key]``, ``get``, ``pop``, ``items()``, ``values()`` and the
@@ -51,6 +52,8 @@ class Session(dict[str, Any]):
     # Decoded values shared with the loaded record (Record.decoded): a list or dict among
     # them is decoded afresh from _baseline before it is handed out.
     _shared: Mapping[str, Any] = {}
+    # Re-seeded by a live write during the request (_reset): what it was loaded with is gone.
+    _reseeded: bool = False
     # The connection this session belongs to (set by the middleware), for ``live_session_of``.
     _connection: Connection | None = None
 
@@ -229,12 +232,40 @@ class Session(dict[str, Any]):
             check_value(key, value)  # also refuses what JSON would silently convert (tuples, int keys)
             changes[key] = text
 
+    def _unchanged_values(
+        self, loaded: Mapping[str, Any], stored: Mapping[str, str], committed: Mapping[str, str]
+    ) -> dict[str, Any] | None:
+        """``stored`` (the session's data after this request) decoded, if every value is known untouched.
+
+        ``loaded`` holds the values this session was built from (decoded from ``_baseline``),
+        ``committed`` the encoded values this request stored. None as soon as a value is not known,
+        or is a list or dict the app got hold of (read, set, popped): the app may still change it.
+        """
+        if self._read_all or self._reseeded:
+            return None
+        read = self._read or ()
+        touched = self._touched or ()
+        baseline = self._baseline
+        values = {}
+        for key, text in stored.items():
+            if key in committed:
+                value = _dict_get(self, key, _MISSING)
+                if type(value) not in _IMMUTABLE or committed[key] != text:
+                    return None
+            elif key in read or key in touched or key not in loaded or baseline.get(key) != text:
+                return None
+            else:
+                value = loaded[key]
+            values[key] = value
+        return values
+
     def _reset(self, data: Mapping[str, Any], baseline: Mapping[str, str]) -> None:
         """Replace the contents without recording a change (after a destroy or a commit)."""
         dict.clear(self)
         dict.update(self, data)
         self._baseline = baseline
         self._shared = {}
+        self._reseeded = True
         self._touched = self._read = None
         self._read_all = False
 

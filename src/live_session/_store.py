@@ -9,7 +9,7 @@ runs against every store.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,11 +24,10 @@ __all__ = ["Record", "Store"]
 class Record:
     """A stored session: ``data`` maps each key to its JSON text; ``version`` counts its changes.
 
-    ``decoded``, if the store fills it, holds the values of ``data`` decoded. A store that hands
-    out one record to many loads (``MemoryStore``) fills it once per change, and the middleware
-    then decodes nothing per request. Those values are shared: the middleware copies a list or
-    dict out of them before the app gets it, and nothing may change them. A store that builds a
-    new record on every load (``RedisStore``) leaves it None.
+    ``decoded``, if the store keeps it (see ``Store.keep_decoded``), holds the values of ``data``
+    decoded, and the middleware then decodes nothing when it loads the record. Those values are
+    shared: the middleware copies a list or dict out of them before the app gets it, and nothing
+    may change them. A store that builds a new record on every load (``RedisStore``) leaves it None.
     """
 
     data: Mapping[str, str]
@@ -87,6 +86,19 @@ class Store(ABC):
         ``load()`` returned it). It changes nothing in what is stored; a store
         may use it to build the returned record without reading the session
         back when nothing else changed it in between.
+        """
+
+    def keep_decoded(  # noqa: B027 - optional
+        self, key: str, record: Record, values: Callable[[], Mapping[str, Any] | None]
+    ) -> None:
+        """Offered by the middleware after a request: ``values()`` returns ``record.data`` decoded, or None.
+
+        The values are those the request decoded, none of which the app got hold of (None if
+        that cannot be told). A store that hands out one record to many loads may keep them with
+        the record while it is the session's current one (as ``Record.decoded``), so later loads
+        decode nothing, and keep them up to date across commits, decoding only what changed. It
+        calls ``values()`` only if it will keep them. The default keeps nothing, and the
+        middleware offers nothing to a store that does not override it.
         """
 
     @abstractmethod
