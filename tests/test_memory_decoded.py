@@ -151,3 +151,16 @@ def test_the_middleware_offers_the_values_only_when_the_app_got_no_list_or_dict(
     assert (record.decoded is not None) is offered
     if offered:
         assert record.decoded == decode_all(record.data)
+
+
+async def test_regenerating_onto_a_kept_key_keeps_the_books_right() -> None:
+    """Only a store used directly can reuse a key (ids are random), but its budget must stay right."""
+    store = MemoryStore(decoded_cache_size=SIZE)
+    await store.commit("a", CART, (), ttl=TTL, create=True)
+    await store.commit("b", CART, (), ttl=TTL, create=True)
+    assert decoded(await kept(store, "b")) is not None
+    await store.regenerate("a", "b", ttl=TTL)
+    await store.destroy("b")
+    store.sweep()
+    await store.commit("c", CART, (), ttl=TTL, create=True)
+    assert decoded(await kept(store, "c")) is not None
