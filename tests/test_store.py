@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from live_session import SessionConflict, SessionNotFound, SessionTooLarge, SessionUpdate, Store
+from live_session._values import decode_all
 
 pytestmark = pytest.mark.anyio
 
@@ -194,3 +195,17 @@ async def test_close_ends_subscriptions_and_store_stays_usable(store: Store) -> 
     await store.aclose()
     assert await asyncio.wait_for(task, 5) == 1
     assert await store.commit("k", {"n": "1"}, (), ttl=TTL) is not None
+
+
+async def test_decoded_values_a_store_keeps_always_match_its_data(store: Store) -> None:
+    created = await store.commit("k", {"a": "1", "b": "[1]"}, (), ttl=TTL, create=True)
+    assert created is not None
+    first = await store.load("k")
+    assert first is not None
+    store.keep_decoded("k", first, lambda: decode_all(first.data))
+    steps: list[tuple[dict[str, str], list[str]]] = [({"a": "2"}, []), ({"c": '{"x":1}'}, ["b"]), ({}, ["a"])]
+    for changes, removed in steps:
+        record = await store.commit("k", changes, removed, ttl=TTL)
+        loaded = await store.load("k")
+        for seen in (record, loaded):
+            assert seen is not None and seen.decoded in (None, decode_all(seen.data))
