@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -164,3 +165,43 @@ async def test_regenerating_onto_a_kept_key_keeps_the_books_right() -> None:
     store.sweep()
     await store.commit("c", CART, (), ttl=TTL, create=True)
     assert decoded(await kept(store, "c")) is not None
+
+
+def test_a_write_after_the_commit_is_neither_stored_nor_served_to_the_next_request() -> None:
+    """A background task that sets a key again after the response started: the write is lost, as documented."""
+
+    async def go(request: Request) -> JSONResponse:
+        request.session["n"] = 2  # committed as the response starts
+
+        def later() -> None:
+            request.session["n"] = 3  # after the response: never stored
+
+        return JSONResponse({}, background=BackgroundTask(later))
+
+    async def show(request: Request) -> JSONResponse:
+        return JSONResponse({"n": request.session["n"]})
+
+    store = MemoryStore()
+    client = TestClient(make_app([*BASIC_ROUTES, Route("/go", go), Route("/show", show)], store=store))
+    client.post("/update_session", json={"n": 1})
+    client.get("/go")
+    assert client.get("/show").json() == {"n": 2}
+    assert client.get("/show").json() == {"n": 2}  # and again, from values kept by the request before
+
+
+def test_a_session_held_past_its_request_never_hands_out_the_kept_values() -> None:
+    held: dict[str, Any] = {}
+
+    async def go(request: Request) -> JSONResponse:
+        held["session"] = request.session  # as a task the app leaves running would
+        return JSONResponse({"n": request.session["n"]})
+
+    store = MemoryStore()
+    client = TestClient(make_app([*BASIC_ROUTES, Route("/go", go)], store=store))
+    client.post("/update_session", json={"n": 1, "cart": [{"sku": "a"}]})
+    client.get("/go")
+    key = store_key(client.cookies["session"].split(".")[0])
+    assert store._entries[key].record.decoded is not None  # kept: the app got no list or dict
+    held["session"]["cart"].append("leak")
+    record = store._entries[key].record
+    assert record.decoded == decode_all(record.data) == {"n": 1, "cart": [{"sku": "a"}]}

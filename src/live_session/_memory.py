@@ -95,10 +95,10 @@ class MemoryStore(Store):
     ``clean_interval`` wide, so a sweep costs in proportion to what expires,
     not to what is stored. The decoded values of sessions in use are kept for
     the next requests (see ``keep_decoded``), up to ``decoded_cache_size``
-    bytes of those sessions' JSON (the decoded values take several times that;
-    0: none), so a request decodes nothing the app does not read; a session not
-    loaded between two sweeps gives its room back. It is safe to share between
-    threads and event loops::
+    bytes of those sessions' JSON (0: none; decoded, sessions of small dicts
+    take about ten times that), so a request decodes nothing the app does not
+    read; a session not loaded between two sweeps gives its room back. It is
+    safe to share between threads and event loops::
 
         store = MemoryStore(clean_interval=30)
         app = Starlette(middleware=[Middleware(LiveSessionMiddleware, secret_key=KEY, store=store)])
@@ -134,7 +134,7 @@ class MemoryStore(Store):
         self._hub = Hub()
         self._sweeper: asyncio.Task[None] | None = None
         self._next_inline_sweep = 0.0
-        # Sessions whose values are kept decoded, with their sizes, oldest first.
+        # Sessions whose values are kept decoded, with their sizes.
         self.decoded_cache_size = decoded_cache_size
         self._cached: dict[str, int] = {}
         self._cached_bytes = 0
@@ -414,6 +414,8 @@ class MemoryStore(Store):
                 self._entries[key] = entry
                 record = entry.record
             else:
+                # Decoding only what changed, under the lock: bounded by max_session_size, and what
+                # the next load would otherwise have done.
                 values = None if old_values is None else _values_after(old_values, changes, changed, gone)
                 size_before = entry.parts
                 record = entry.change(data, parts, values)

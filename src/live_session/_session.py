@@ -250,13 +250,18 @@ class Session(dict[str, Any]):
         for key, text in stored.items():
             if key in committed:
                 value = _dict_get(self, key, _MISSING)
-                if type(value) not in _IMMUTABLE or committed[key] != text:
+                # The value now, not the one committed: the app may have set it again since (after
+                # the response started, in a background task), and that write was never stored.
+                if type(value) not in _IMMUTABLE or committed[key] != text or encode(value) != text:
                     return None
             elif key in read or key in touched or key not in loaded or baseline.get(key) != text:
                 return None
             else:
                 value = loaded[key]
             values[key] = value
+        # Code that still holds this session (a task the app left running) gets copies from now on:
+        # every list or dict in values came from loaded, whose text is the stored one.
+        self._shared = values
         return values
 
     def _reset(self, data: Mapping[str, Any], baseline: Mapping[str, str]) -> None:

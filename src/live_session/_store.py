@@ -97,7 +97,8 @@ class Store(ABC):
         that cannot be told). A store that hands out one record to many loads may keep them with
         the record while it is the session's current one (as ``Record.decoded``), so later loads
         decode nothing, and keep them up to date across commits, decoding only what changed. It
-        calls ``values()`` only if it will keep them. The default keeps nothing, and the
+        calls ``values()`` only if it will keep them, and may call it under its own lock: it is
+        cheap (no decoding) and never calls the store. The default keeps nothing, and the
         middleware offers nothing to a store that does not override it.
         """
 
