@@ -33,7 +33,6 @@ class Connection:
     """What the middleware knows about one request or WebSocket; kept in ``scope["live_session"]``."""
 
     __slots__ = (
-        "committed",
         "cookie",
         "had_cookie",
         "handle",
@@ -69,8 +68,6 @@ class Connection:
         self.had_cookie = had_cookie
         self.issued = issued
         self.response_started = False
-        # The encoded values the response's commit stored, if it stored any.
-        self.committed: Mapping[str, str] | None = None
         # What the response must do with the cookie: set it (new or rotated id), expire it, or leave it.
         self.cookie: Literal["set", "expire"] | None = None
         self.handle: LiveSession | None = None

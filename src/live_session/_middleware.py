@@ -211,8 +211,8 @@ class LiveSessionMiddleware:
         """
         record, key = state.record, state.key
         if record is not None and key is not None:
-            session, committed = state.session, state.committed or {}
-            self.store.keep_decoded(key, record, lambda: session._unchanged_values(loaded, record.data, committed))
+            session = state.session
+            self.store.keep_decoded(key, record, lambda: session._unchanged_values(loaded, record.data))
 
     async def _migrate(self, state: Connection, legacy: dict[str, Any]) -> None:
         """Turn a Starlette cookie session into a stored one, before the app runs; drop it if it cannot be."""
@@ -247,7 +247,6 @@ class LiveSessionMiddleware:
                     state.key, changes, removed, ttl=self.idle_timeout, drop_if_empty=True, base=state.record
                 )
                 state.record = record
-                state.committed = changes
                 if record is None:
                     # Destroyed or expired while this request ran: a late commit never brings it back.
                     logger.info("session ended during the request; its changes were not saved")

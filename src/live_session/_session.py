@@ -232,14 +232,13 @@ class Session(dict[str, Any]):
             check_value(key, value)  # also refuses what JSON would silently convert (tuples, int keys)
             changes[key] = text
 
-    def _unchanged_values(
-        self, loaded: Mapping[str, Any], stored: Mapping[str, str], committed: Mapping[str, str]
-    ) -> dict[str, Any] | None:
-        """``stored`` (the session's data after this request) decoded, if every value is known untouched.
+    def _unchanged_values(self, loaded: Mapping[str, Any], stored: Mapping[str, str]) -> dict[str, Any] | None:
+        """``stored`` (the session's data after this request) decoded, if this session holds every value untouched.
 
-        ``loaded`` holds the values this session was built from (decoded from ``_baseline``),
-        ``committed`` the encoded values this request stored. None as soon as a value is not known,
-        or is a list or dict the app got hold of (read, set, popped): the app may still change it.
+        ``loaded`` holds the values this session was built from (decoded from ``_baseline``). A
+        string, number, bool or None counts if it encodes to the stored text (the app may have set
+        it again after the commit, in a background task: that write was never stored). A list or
+        dict counts only if the app never got hold of it (read, set, popped): it may still change it.
         """
         if self._read_all or self._reseeded:
             return None
@@ -248,16 +247,12 @@ class Session(dict[str, Any]):
         baseline = self._baseline
         values = {}
         for key, text in stored.items():
-            if key in committed:
-                value = _dict_get(self, key, _MISSING)
-                # The value now, not the one committed: the app may have set it again since (after
-                # the response started, in a background task), and that write was never stored.
-                if type(value) not in _IMMUTABLE or committed[key] != text or encode(value) != text:
+            value = _dict_get(self, key, _MISSING)
+            if type(value) in _IMMUTABLE:
+                if encode(value) != text:
                     return None
-            elif key in read or key in touched or key not in loaded or baseline.get(key) != text:
+            elif key in read or key in touched or value is not loaded.get(key) or baseline.get(key) != text:
                 return None
-            else:
-                value = loaded[key]
             values[key] = value
         # Code that still holds this session (a task the app left running) gets copies from now on:
         # every list or dict in values came from loaded, whose text is the stored one.
