@@ -25,16 +25,16 @@ _NONE: frozenset[str] = frozenset()
 
 
 class _Entry:
-    __slots__ = ("bucket", "data", "deadline", "expires_at", "parts", "record", "used", "values", "version")
+    __slots__ = ("bucket", "data", "deadline", "expires_at", "parts", "record", "used", "version")
 
     def __init__(self, data: dict[str, str], version: int, deadline: float, bucket: int, parts: int = 0) -> None:
         # Never mutated once stored: a commit builds new dicts, so records handed
         # out by load() and updates in subscriber queues stay as they were.
         self.data = data
-        self.values: Mapping[str, Any] | None = None  # data's values decoded, while the store keeps them
         self.used = True  # loaded since the last sweep
         self.version = version
-        self.record = Record(data, version)  # what load() hands out, built once per change
+        # What load() hands out, built once per change; with data's values decoded while the store keeps them.
+        self.record = Record(data, version)
         self.deadline = deadline  # the absolute lifetime's end (inf: none)
         self.expires_at = deadline
         self.bucket = bucket
@@ -42,7 +42,6 @@ class _Entry:
 
     def change(self, data: dict[str, str], parts: int, values: Mapping[str, Any] | None) -> Record:
         self.data = data
-        self.values = values
         self.version += 1
         self.parts = parts
         self.record = Record(data, self.version, values)
@@ -50,7 +49,6 @@ class _Entry:
 
     def keep_values(self, values: Mapping[str, Any] | None) -> Record:
         """Start (or stop) handing out the decoded values with the record."""
-        self.values = values
         self.record = Record(self.data, self.version, values)
         return self.record
 
@@ -174,7 +172,7 @@ class MemoryStore(Store):
     def _drop(self, key: str, entry: _Entry, reason: Reason) -> None:
         del self._entries[key]
         self._unfile(key, entry)
-        if entry.values is not None:
+        if entry.record.decoded is not None:
             self._uncache(key)
         self._hub.publish(key, SessionUpdate(entry.version + 1, reason, {}, removed=frozenset(entry.data)))
 
@@ -188,7 +186,7 @@ class MemoryStore(Store):
     def keep_decoded(self, key: str, record: Record, values: Callable[[], Mapping[str, Any] | None]) -> None:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None or entry.record is not record or entry.values is not None:
+            if entry is None or entry.record is not record or record.decoded is not None:
                 return  # changed or ended since, or kept already
             size = entry.parts + 1  # as encoded_size() counts it (and max_session_size)
             if self._cached_bytes + size > self.decoded_cache_size:
@@ -368,12 +366,9 @@ class MemoryStore(Store):
         lock.acquire()
         try:
             now = self._clock()
-            entry = self._entries.get(key)
-            if entry is not None and entry.expires_at <= now:
-                self._drop(key, entry, "expired")
-                entry = None
+            entry = self._live(key, now)
             if entry is not None:
-                current, version, parts, old_values = entry.data, entry.version, entry.parts, entry.values
+                current, version, parts, old_values = entry.data, entry.version, entry.parts, entry.record.decoded
             elif create:
                 current, version, parts, old_values = {}, 0, 0, None
             else:
