@@ -121,22 +121,49 @@ def test_bad_options() -> None:
         MemoryStore(max_session_size=0)
 
 
-async def test_each_session_is_filed_in_exactly_the_bucket_of_its_expiry() -> None:
-    # load() and commit() skip refiling when the bucket did not change; it must still change when due.
+async def test_a_session_in_use_stays_filed_no_later_than_its_expiry() -> None:
+    # load() and commit() leave a session in its bucket when they extend it; the sweep that
+    # reaches that bucket files it again. It must never sit in a bucket later than its expiry's.
     store, clock = clocked_store(clean_interval=10)
     await store.commit("k", {"a": "1"}, (), ttl=25, create=True, lifetime=100)
 
     def filed() -> list[int]:
         return [bucket for bucket, keys in store._buckets.items() if "k" in keys]
 
-    for step, action in enumerate(["load", "commit", "same", "load", "load", "commit", "load", "load", "load"]):
+    expires_at = 1000.0 + 25
+    for step, action in enumerate(["load", "commit", "same", "sweep", "load", "commit", "sweep", "load", "load"]):
         clock.now += 3 + step
+        if action != "sweep":
+            expires_at = min(clock.now + 25, 1000.0 + 100)
         if action == "load":
             await store.load("k", ttl=25)
+        elif action == "sweep":
+            assert store.sweep() == 0
         else:
             await store.commit("k", {"a": "1" if action == "same" else str(step)}, (), ttl=25)
         entry = store._entries["k"]
-        assert entry.expires_at == min(clock.now + 25, 1000.0 + 100)
-        assert filed() == [entry.bucket] == [-(-entry.expires_at // 10)]
-    clock.now = 1000.0 + 100
+        assert entry.expires_at == expires_at
+        assert filed() == [entry.bucket]
+        assert entry.bucket <= -(-expires_at // 10)
+        if entry.bucket * 10 <= clock.now:  # its bucket is due: a sweep files it again, later
+            assert store.sweep() == 0
+            assert filed() == [entry.bucket] == [-(-expires_at // 10)]
+    bucket = -(-expires_at // 10)
+    clock.now = expires_at - 0.5  # every bucket before its expiry's is swept: it stays
+    assert store.sweep() == 0 and filed() == [bucket]
+    clock.now = bucket * 10  # its expiry's bucket is due (sweeps run every clean_interval)
     assert store.sweep() == 1 and len(store) == 0
+
+
+async def test_a_shorter_lifetime_files_the_session_earlier_at_once() -> None:
+    store, clock = clocked_store(clean_interval=10)
+    await store.commit("k", {"a": "1"}, (), ttl=100, create=True)
+    assert store._entries["k"].bucket == 110
+    await store.load("k", ttl=5)  # another app on the same store, with a shorter idle timeout
+    assert store._entries["k"].bucket == 101
+    async with store.subscribe("k") as updates:
+        await anext(updates)
+        clock.now += 10
+        assert store.sweep() == 1
+        update = await asyncio.wait_for(anext(updates), 5)
+        assert update.reason == "expired"

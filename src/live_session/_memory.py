@@ -17,6 +17,9 @@ from ._store import Record, Store
 from ._updates import Reason, SessionUpdate
 from ._values import decode
 
+# The running event loop or None (trio, plain threads): asyncio's C function, cheaper than try/get_running_loop().
+_running_loop = asyncio._get_running_loop
+
 __all__ = ["MemoryStore"]
 
 logger = logging.getLogger("live_session")
@@ -91,7 +94,8 @@ class MemoryStore(Store):
     ``clean_interval``), whose subscribers are told ``evicted``, so a flood of
     new sessions cannot exhaust memory. Sessions are filed by expiry time in buckets
     ``clean_interval`` wide, so a sweep costs in proportion to what expires,
-    not to what is stored. The decoded values of sessions in use are kept for
+    not to what is stored (a session in use stays where it was filed until a
+    sweep reaches it and files it again: once per idle timeout). The decoded values of sessions in use are kept for
     the next requests (see ``keep_decoded``), up to ``decoded_cache_size``
     bytes of those sessions' JSON (0: none; decoded, sessions of small dicts
     take about ten times that), so a request decodes nothing the app does not
@@ -244,7 +248,7 @@ class MemoryStore(Store):
                 if entry.expires_at <= now:
                     self._drop(key, entry, "expired")
                     removed += 1
-                else:  # float rounding put it a hair early: file it in the next bucket
+                else:  # extended since it was filed (or float rounding): file it where it now belongs
                     entry.bucket = -1
                     self._file(key, entry, at_least=bucket + 1)
         return removed
@@ -263,7 +267,12 @@ class MemoryStore(Store):
                 continue
             key = keys.pop()
             entry = self._entries.get(key)
-            if entry is not None:
+            if entry is None:
+                continue
+            if math.ceil(entry.expires_at / self.clean_interval) > heap[0]:
+                entry.bucket = -1  # used since it was filed here: file it where it now belongs
+                self._file(key, entry)
+            else:
                 self._drop(key, entry, "evicted")
                 self._evicted += 1
         if now >= self._next_eviction_log:
@@ -317,17 +326,23 @@ class MemoryStore(Store):
     # -- the contract --
 
     def _extend(self, key: str, entry: _Entry, now: float, ttl: float) -> None:
-        """``entry.extend()`` and ``_file()``, with the common case (same bucket) cheap."""
+        """Move the expiry to ``ttl`` from now (never past the absolute deadline).
+
+        A later expiry leaves the session in its bucket: the sweep that reaches that bucket files
+        it again (see ``_sweep``), so a session in use costs no bucket work per request. An
+        earlier one (a smaller ``ttl`` than before) files it at once.
+        """
         expires_at = now + ttl
-        deadline = entry.deadline
-        entry.expires_at = expires_at = deadline if deadline < expires_at else expires_at  # min()
-        bucket = math.ceil(expires_at / self.clean_interval)
-        if bucket != entry.bucket or bucket < 0:  # else _file() would change nothing
+        if expires_at > entry.deadline:
+            expires_at = entry.deadline
+        earlier = expires_at < entry.expires_at
+        entry.expires_at = expires_at
+        if earlier:
             self._file(key, entry)
 
     async def load(self, key: str, *, ttl: float | None = None) -> Record | None:
         task = self._sweeper
-        if task is None or task.done() or task.get_loop().is_closed():
+        if task is None or task.get_loop() is not _running_loop() or task.done():
             self._ensure_sweeper()
         lock = self._lock  # acquire() and release(): cheaper than a with block, on every request
         lock.acquire()
@@ -340,7 +355,11 @@ class MemoryStore(Store):
                 self._drop(key, entry, "expired")
                 return None
             if ttl is not None:
-                self._extend(key, entry, now, ttl)
+                expires_at = now + ttl
+                if entry.expires_at <= expires_at <= entry.deadline:
+                    entry.expires_at = expires_at  # the common case of _extend(), inlined: every request loads
+                else:
+                    self._extend(key, entry, now, ttl)
             entry.used = True
             return entry.record
         finally:
@@ -360,7 +379,7 @@ class MemoryStore(Store):
         base: Record | None = None,
     ) -> Record | None:
         task = self._sweeper
-        if task is None or task.done() or task.get_loop().is_closed():
+        if task is None or task.get_loop() is not _running_loop() or task.done():
             self._ensure_sweeper()
         lock = self._lock  # acquire() and release(): cheaper than a with block, on every request
         lock.acquire()
@@ -406,7 +425,9 @@ class MemoryStore(Store):
             if entry is None:
                 self._make_room(now)
                 entry = _Entry(data, version + 1, now + lifetime if lifetime is not None else math.inf, -1, parts)
+                entry.extend(now, ttl)
                 self._entries[key] = entry
+                self._file(key, entry)
                 record = entry.record
             else:
                 # Decoding only what changed, under the lock: bounded by max_session_size, and what
