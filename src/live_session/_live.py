@@ -54,7 +54,6 @@ class Connection:
         session_id: str | None,
         key: str | None,
         record: Record | None,
-        *,
         websocket: bool,
         had_cookie: bool,
         issued: int,

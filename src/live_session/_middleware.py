@@ -93,8 +93,11 @@ class LiveSessionMiddleware:
             flags += f"; domain={domain}"
         if partitioned:
             flags += "; partitioned"
+        # A cookie this old (in seconds) is sent again, so the browser keeps it while the server does.
+        self._refresh_after = max_age / 2 if max_age is not None and max_age > 0 else math.inf
         max_age_attr = f"Max-Age={max_age}; " if max_age is not None else ""
         self._set_cookie_prefix = f"{session_cookie}="
+        self._cookie_start = len(self._set_cookie_prefix)
         self._set_cookie_suffix = f"; path={path}; {max_age_attr}{flags}"
         self._expire_cookie = f"{session_cookie}=null; path={path}; expires=Thu, 01 Jan 1970 00:00:00 GMT; {flags}"
         self._cookie_name = session_cookie
@@ -150,9 +153,7 @@ class LiveSessionMiddleware:
                 session._shared = shared
         else:
             session = ReadOnlySession(legacy or ()) if websocket else Session(legacy or ())
-        state = Connection(
-            self, session, session_id, key, record, websocket=websocket, had_cookie=bool(cookie), issued=issued
-        )
+        state = Connection(self, session, session_id, key, record, websocket, bool(cookie), issued)
         session._connection = state
         scope["session"] = session
         scope[SCOPE_KEY] = state
@@ -184,13 +185,17 @@ class LiveSessionMiddleware:
             if failed:
                 return  # the app's response was replaced by the 503
             if message["type"] == "http.response.start":
-                try:
-                    await self._finish(state, message)
-                except StoreUnavailable as error:
-                    # The changes were not stored, so the client must not see the app's success.
-                    failed = True
-                    await _unavailable(scope, receive, send, error)
-                    return
+                state.response_started = True
+                # Something to store: a new session, or keys set, deleted or read (changed in place?).
+                if state.key is None or session._touched or session._read or session._read_all:
+                    try:
+                        await self._commit(state)
+                    except StoreUnavailable as error:
+                        # The changes were not stored, so the client must not see the app's success.
+                        failed = True
+                        await _unavailable(scope, receive, send, error)
+                        return
+                self._set_headers(state, message)
             await send(message)
 
         try:
@@ -228,41 +233,37 @@ class LiveSessionMiddleware:
         state.session._baseline = record.data
         state.cookie = "set"
 
-    async def _finish(self, state: Connection, message: Message) -> None:
-        """Commit what the request changed, then set the cookie headers, just before the response starts."""
-        state.response_started = True
+    async def _commit(self, state: Connection) -> None:
+        """Store what the request changed (a new session gets an id), just before the response starts."""
         session = state.session
-        cookie = state.cookie
         if state.key is None:
             if session.modified and session:
                 session_id, state.record = await create_session(
                     self.store, session, self.idle_timeout, self.absolute_timeout
                 )
                 state.adopt(session_id)
-                cookie = "set"
-        elif session._touched or session._read or session._read_all:  # else there is nothing to commit
-            changes, removed = session._changes()
-            if changes or removed:
-                record = await self.store.commit(
-                    state.key, changes, removed, ttl=self.idle_timeout, drop_if_empty=True, base=state.record
-                )
-                state.record = record
-                if record is None:
-                    # Destroyed or expired while this request ran: a late commit never brings it back.
-                    logger.info("session ended during the request; its changes were not saved")
-                    state.adopt(None)
-                elif not record.data:
-                    state.adopt(None)
-                    cookie = "expire"
-                # Otherwise the cookie stays as it is: it holds only the id, which did not change.
-        max_age = self.max_age
-        if (
-            cookie is None
-            and state.key is not None
-            and max_age is not None
-            and max_age > 0
-            and time.time() - state.issued > max_age / 2
-        ):
+                state.cookie = "set"
+            return
+        changes, removed = session._changes()
+        if changes or removed:
+            record = await self.store.commit(
+                state.key, changes, removed, ttl=self.idle_timeout, drop_if_empty=True, base=state.record
+            )
+            state.record = record
+            if record is None:
+                # Destroyed or expired while this request ran: a late commit never brings it back.
+                logger.info("session ended during the request; its changes were not saved")
+                state.adopt(None)
+            elif not record.data:
+                state.adopt(None)
+                state.cookie = "expire"
+            # Otherwise the cookie stays as it is: it holds only the id, which did not change.
+
+    def _set_headers(self, state: Connection, message: Message) -> None:
+        """Add ``Vary: Cookie`` if the app used the session, and the cookie if it must be set or expired."""
+        session = state.session
+        cookie = state.cookie
+        if cookie is None and state.key is not None and time.time() - state.issued > self._refresh_after:
             # Re-send a cookie past half its Max-Age: the load extended the server's lifetime, so the
             # browser keeps it as long as the server keeps the session.
             cookie = "set"
@@ -292,7 +293,7 @@ class LiveSessionMiddleware:
             return None
         header = raw.decode("latin-1")
         if ";" not in header and header.startswith(self._set_cookie_prefix):
-            return header[len(self._set_cookie_prefix) :].strip()  # only our cookie: no parsing needed
+            return header[self._cookie_start :].strip()  # only our cookie: no parsing needed
         return cookie_parser(header).get(self._cookie_name)
 
     def _origin_allowed(self, scope: Scope) -> bool:

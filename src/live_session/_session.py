@@ -211,9 +211,11 @@ class Session(dict[str, Any]):
             if value is not _MISSING:
                 # Set by this request: committed even if equal to what it loaded, since a live
                 # writer may have changed it since, and the request wrote last.
-                changes[key] = _encode_checked(key, value)
                 if isinstance(value, _CONTAINERS):  # scalars were checked when set
+                    changes[key] = _encode_checked(key, value)
                     check_value(key, value)
+                else:
+                    changes[key] = encode(value)
             elif key in baseline:
                 removed.append(key)
         # Starlette only sees top-level writes; a cart appended to in place is a change too.
