@@ -112,7 +112,8 @@ class LiveSessionMiddleware:
             return
 
         websocket = kind == "websocket"
-        fresh: dict[str, Any] | None = None  # the values decoded for this request, to offer the store
+        # The values the session was built from, to offer the store after the request (keep_decoded).
+        loaded: Mapping[str, Any] | None = None
         cookie = self._read_cookie(scope)
         session_id: str | None = None
         key: str | None = None
@@ -143,14 +144,14 @@ class LiveSessionMiddleware:
                 data = decoded = {}
                 for name, text in record.data.items():
                     decoded[name] = decode(text)
-                if self._offer_decoded and not websocket:
-                    fresh = decoded
             else:
                 data = shared  # copied into the session; its lists and dicts are copied when handed out
             session = ReadOnlySession(data) if websocket else Session(data)
             session._baseline = record.data
             if shared is not None:
                 session._shared = shared
+            if self._offer_decoded and not websocket:
+                loaded = data
         else:
             session = ReadOnlySession(legacy or ()) if websocket else Session(legacy or ())
         state = Connection(self, session, session_id, key, record, websocket, bool(cookie), issued)
@@ -206,16 +207,19 @@ class LiveSessionMiddleware:
             await _unavailable(scope, receive, send, error)  # a live write in the app, say
         finally:
             session._connection = None  # no reference cycle outlives the request
-            if fresh is not None:
-                self._offer_values(state, fresh)
+            if loaded is not None:
+                current = state.record
+                if current is not None and current.decoded is None:  # else the store holds them already
+                    self._offer_values(state, current, loaded)
 
-    def _offer_values(self, state: Connection, loaded: dict[str, Any]) -> None:
-        """Once the app is done: offer the store the values decoded for this request, if it changed none.
+    def _offer_values(self, state: Connection, record: Record, loaded: Mapping[str, Any]) -> None:
+        """Once the app is done: offer the store the session's values as ``record`` holds them, if the app changed none.
 
-        The store may keep them for the next requests on this session (``Store.keep_decoded``).
+        ``loaded`` holds the values the session was built from. The store may keep them for the next
+        requests on this session (``Store.keep_decoded``).
         """
-        record, key = state.record, state.key
-        if record is not None and key is not None:
+        key = state.key
+        if key is not None:
             session = state.session
             self.store.keep_decoded(key, record, lambda: session._unchanged_values(loaded, record.data))
 

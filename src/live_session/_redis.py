@@ -10,11 +10,12 @@ import os
 import secrets
 import time
 import weakref
-from collections.abc import AsyncGenerator, Collection, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _redis_scripts as scripts
 from ._broadcast import Hub, Subscription
+from ._decoded import DecodedCache
 from ._errors import SessionConflict, SessionNotFound, SessionTooLarge, StoreUnavailable
 from ._redis_connection import Busy, Connections, connection_class
 from ._store import Record, Store
@@ -104,7 +105,10 @@ class RedisStore(Store):
     use. Broadcasts carry only what changed. Each process keeps one pub/sub
     connection (per event loop) shared by all its subscribers, reconnects with
     backoff after an outage, and then re-reads every watched session so no view
-    stays stale. While Redis is down, reads and writes raise ``StoreUnavailable``::
+    stays stale. The decoded values of the sessions this process used last are
+    kept, up to ``decoded_cache_size`` bytes of their JSON (0: none), and handed
+    out only with a load that read the very same text (see ``keep_decoded``).
+    While Redis is down, reads and writes raise ``StoreUnavailable``::
 
         store = RedisStore("redis://localhost:6379/0")
         app = Starlette(middleware=[Middleware(LiveSessionMiddleware, secret_key=KEY, store=store)])
@@ -121,6 +125,7 @@ class RedisStore(Store):
         max_session_size: int = 64 * 1024,
         expiry_check_interval: float = 1.0,
         socket_timeout: float = 5.0,
+        decoded_cache_size: int = 1024 * 1024,
     ) -> None:
         if (url is None) == (client is None):
             raise ValueError("RedisStore needs exactly one of url= or client=")
@@ -136,6 +141,8 @@ class RedisStore(Store):
         self.max_session_size = max_session_size
         self.expiry_check_interval = expiry_check_interval
         self.socket_timeout = socket_timeout
+        # Decoded values of the sessions this process used last, handed out with the very text they came from.
+        self._decoded = DecodedCache(decoded_cache_size)
         self._given = client
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]
         self._states = weakref.WeakKeyDictionary()
@@ -296,7 +303,11 @@ class RedisStore(Store):
             off = ends is None or abs(ends - wanted) > _slack(ttl_ms)
             if off and not await self._run(scripts.TOUCH, [name], [ttl_ms], state=state):
                 return None  # gone since the read
-        return Record(data, version)
+        return Record(data, version, self._decoded.get(key, data))
+
+    def keep_decoded(self, key: str, record: Record, values: Callable[[], Mapping[str, Any] | None]) -> None:
+        if record.decoded is None:
+            self._decoded.put(key, record.data, values)
 
     async def commit(
         self,
@@ -355,6 +366,7 @@ class RedisStore(Store):
         raise AssertionError(f"unexpected reply from the commit script: {reply!r}")  # pragma: no cover
 
     async def destroy(self, key: str) -> bool:
+        self._decoded.discard(key)
         return bool(await self._run(scripts.DESTROY, [self._hash(key), self._channel(key)], [], write=True))
 
     async def regenerate(self, key: str, new_key: str, *, ttl: float) -> Record | None:
@@ -362,6 +374,7 @@ class RedisStore(Store):
         keys = [self._hash(key), self._hash(new_key), self._channel(key)]
         args = [_ms(ttl), scripts.FORMAT, _commit_id()]
         reply = await self._run(scripts.REGENERATE, keys, args, write=True, state=state)
+        self._decoded.discard(key)
         if not reply:
             return None
         return Record(_pairs(reply[1]), int(reply[0]))

@@ -27,7 +27,7 @@ class Record:
     ``decoded``, if the store keeps it (see ``Store.keep_decoded``), holds the values of ``data``
     decoded, and the middleware then decodes nothing when it loads the record. Those values are
     shared: the middleware copies a list or dict out of them before the app gets it, and nothing
-    may change them. A store that builds a new record on every load (``RedisStore``) leaves it None.
+    may change them.
     """
 
     data: Mapping[str, str]
@@ -93,13 +93,15 @@ class Store(ABC):
     ) -> None:
         """Offered by the middleware after a request: ``values()`` returns ``record.data`` decoded, or None.
 
-        The values are those the request decoded, none of which the app got hold of (None if
-        that cannot be told). A store that hands out one record to many loads may keep them with
-        the record while it is the session's current one (as ``Record.decoded``), so later loads
-        decode nothing, and keep them up to date across commits, decoding only what changed. It
-        calls ``values()`` only if it will keep them, and may call it under its own lock: it is
-        cheap (no decoding) and never calls the store. The default keeps nothing, and the
-        middleware offers nothing to a store that does not override it.
+        The values are those the request loaded or stored, none of which the app got hold of (None
+        if that cannot be told); the middleware offers them only for a record that carries none. A
+        store may hand them out with later loads (as ``Record.decoded``), so those decode nothing,
+        as long as ``data`` is still the session's text: ``MemoryStore`` keeps them with its current
+        record and up to date across commits; ``RedisStore`` keeps them aside and hands them out
+        with a load that read the very same text. It calls ``values()`` only if it will keep them,
+        and may call it under its own lock: it is cheap (no decoding) and never calls the store.
+        The default keeps nothing, and the middleware offers nothing to a store that does not
+        override it.
         """
 
     @abstractmethod
