@@ -1,17 +1,19 @@
 """Every benchmark of issue 6 in one command: prints tables with ratios, updates benchmarks/README.md, draws the chart.
 
-Run (from the repository root; about 7 minutes on 2 cores, a third of it the million-session memory
+Run (from the repository root; about 8 minutes on 2 cores, a third of it the million-session memory
 measurement under tracemalloc; keep the machine otherwise idle):
 
     .venv/bin/python benchmarks/run_all.py                      # everything
     .venv/bin/python benchmarks/run_all.py --only inprocess memory   # some parts
     .venv/bin/python benchmarks/run_all.py --quick --no-readme   # a smoke test, README left alone
 
-Parts: inprocess (per-request cost through ASGI), sockets (the same under uvicorn, 64 concurrent
-connections), broadcast (latency and fan-out, one process and two; writes broadcast_latency.png),
-memory (MemoryStore bytes per session and sweep cost). Needs redis-server (it starts its own on a
-free port of 127.0.0.1; Debian: apt-get install redis-server) and wrk for the socket part (Debian:
-apt-get install -y wrk; without it a slower Python load generator is used, and says so).
+Parts: inprocess (per-request cost through ASGI), instructions (the same cases' CPU instructions
+under callgrind, free of timing noise; needs valgrind, left out without it), sockets (the same
+under uvicorn, 64 concurrent connections), broadcast (latency and fan-out, one process and two;
+writes broadcast_latency.png), memory (MemoryStore bytes per session and sweep cost). Needs
+redis-server (it starts its own on a free port of 127.0.0.1; Debian: apt-get install
+redis-server) and wrk for the socket part (Debian: apt-get install -y wrk; without it a slower
+Python load generator is used, and says so).
 Each part is also a script of its own, with the same figures.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +29,7 @@ from pathlib import Path
 import broadcast_latency
 import expiry_memory
 import inprocess_requests
+import instructions
 import socket_requests
 from benchlib import PartResult, Target, machine, table
 
@@ -35,18 +39,25 @@ COMMAND = ".venv/bin/python benchmarks/run_all.py"
 
 def parts(quick: bool) -> dict[str, Callable[[], PartResult]]:
     if quick:
-        return {
+        chosen: dict[str, Callable[[], PartResult]] = {
             "inprocess": lambda: inprocess_requests.run(requests=2000, rounds=2),
+            "instructions": lambda: instructions.run(requests=200),
             "sockets": lambda: socket_requests.run(duration=1, rounds=1),
             "broadcast": lambda: broadcast_latency.run(scale=0.1, chart_path=None),
             "memory": lambda: expiry_memory.run(sizes=(20_000, 100_000), sweeps=2),
         }
-    return {
-        "inprocess": inprocess_requests.run,
-        "sockets": socket_requests.run,
-        "broadcast": broadcast_latency.run,
-        "memory": expiry_memory.run,
-    }
+    else:
+        chosen = {
+            "inprocess": inprocess_requests.run,
+            "instructions": instructions.run,
+            "sockets": socket_requests.run,
+            "broadcast": broadcast_latency.run,
+            "memory": expiry_memory.run,
+        }
+    if not shutil.which("valgrind"):
+        print("valgrind not found (Debian: apt-get install -y valgrind): the instructions part is left out")
+        del chosen["instructions"]
+    return chosen
 
 
 def replace_section(text: str, key: str, body: str) -> str:
@@ -76,7 +87,7 @@ def overview(results: list[PartResult], machine_line: str, seconds: float, loads
             "## All of issue 6 in one command (`benchmarks/run_all.py`)",
             "",
             "```sh",
-            COMMAND + "            # all parts; --only inprocess sockets broadcast memory; --quick",
+            COMMAND + "            # all parts; --only inprocess instructions sockets broadcast memory; --quick",
             "```",
             "",
             f"Machine: {machine_line}. The whole run took {seconds / 60:.1f} minutes; 1-minute load average "
