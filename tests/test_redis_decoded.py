@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -9,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import Message
 
-from live_session import Record, RedisStore, Session
+from live_session import Record, RedisStore, Session, live_session
 from live_session._decoded import DecodedCache
 from live_session._ids import store_key
 from live_session._values import decode_all, encoded_size
@@ -47,6 +50,29 @@ def test_the_least_recently_used_session_goes_first_and_the_budget_holds() -> No
     assert cache.get("b", CART) is None and cache.get("a", CART) is not None and cache.get("c", CART) is not None
     cache.put("a", {"user": "1"}, values_of({"user": "1"}))  # replaced: its old size is given back
     assert cache._bytes == SIZE + encoded_size({"user": "1"}) and len(cache) == 2
+
+
+def test_a_get_racing_a_put_of_the_same_key_keeps_the_new_entry_and_the_byte_count() -> None:
+    old, new = {"cart": '["a"]'}, {"cart": '["b"]'}
+    cache = DecodedCache(2 * encoded_size(old))
+    cache.put("k", old, values_of(old))
+
+    class PutLandsAfterTheRead(dict[str, Any]):
+        armed = True
+
+        def get(self, key: str, default: Any = None) -> Any:
+            entry = dict.get(self, key, default)
+            if self.armed:  # another thread's put() runs between get()'s unlocked read and its lock
+                self.armed = False
+                cache.put("k", new, values_of(new))
+            return entry
+
+    cache._entries = PutLandsAfterTheRead(cache._entries)
+    cache.get("k", old)
+    assert cache.get("k", new) == {"cart": ["b"]}
+    assert cache._bytes == sum(size for _, _, size in cache._entries.values())
+    cache.put("x", old, values_of(old))  # with the count adrift, this found nothing left to evict
+    assert len(cache) == 2
 
 
 def test_what_cannot_or_need_not_be_kept_is_not() -> None:
@@ -141,3 +167,106 @@ def test_a_record_from_redis_carries_no_values_until_a_request_offers_them(redis
     assert client.get("/cart").json() == [1]
     assert len(store._decoded) == 0
     assert Record({"a": "1"}, 1, {"a": 1}) == Record({"a": "1"}, 1)  # decoded values play no part in equality
+
+
+def test_a_session_holding_a_key_its_record_no_longer_has_offers_nothing() -> None:
+    loaded = {"a": 1, "cart": ["x"]}
+    session = Session(loaded)  # holding the very list loaded holds
+    session._baseline = {"a": "1", "cart": '["x"]'}
+    assert session._unchanged_values(loaded, {"a": "1", "cart": '["x"]'}) == {"a": 1, "cart": ["x"]}
+    # The cart was deleted by a live write while the request ran: the session dict still holds it.
+    assert session._unchanged_values(loaded, {"a": "1"}) is None
+
+
+async def asgi(app: Any, path: str, cookie: str | None = None, body: bytes = b"") -> tuple[str | None, bytes]:
+    """One POST straight through ASGI, so that requests can overlap; returns the cookie set and the body."""
+    headers = [(b"host", b"testserver")]
+    if cookie:
+        headers.append((b"cookie", f"session={cookie}".encode()))
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
+    received = False
+
+    async def receive() -> Message:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # no disconnect: the request runs to its end
+        raise AssertionError("unreachable")
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    set_cookie = None
+    for name, value in sent[0].get("headers", []):
+        if name == b"set-cookie":
+            set_cookie = value.decode().split(";")[0].split("=", 1)[1]
+    return set_cookie, b"".join(message.get("body", b"") for message in sent[1:])
+
+
+@pytest.mark.anyio
+async def test_a_list_deleted_while_a_request_ran_never_reaches_the_kept_values(redis_url: str) -> None:
+    """Request A's live write deletes the cart its session still holds; a task A left running changes
+    that cart; an overlapping request B puts the same text back and offers what it loaded."""
+    store = RedisStore(redis_url)
+    b_loaded, a_finished, a_task_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def peek(request: Request) -> JSONResponse:
+        return JSONResponse(request.session["a"])  # a scalar: the values are offered and kept
+
+    async def request_a(request: Request) -> JSONResponse:
+        await live_session(request).delete("cart")
+
+        async def left_running() -> None:
+            await a_finished.wait()
+            request.session["cart"].append("never stored")
+            a_task_done.set()
+
+        tasks.append(asyncio.get_running_loop().create_task(left_running()))
+        return JSONResponse("a")
+
+    async def request_b(request: Request) -> JSONResponse:
+        b_loaded.set()
+        await a_task_done.wait()
+        await live_session(request).put("cart", ["x"])  # the text the cart had
+        return JSONResponse("b")
+
+    async def show(request: Request) -> JSONResponse:
+        return JSONResponse(dict(request.session))
+
+    routes = [Route(path, endpoint, methods=["POST"]) for path, endpoint in [("/peek", peek), ("/a", request_a)]]
+    routes += [Route("/b", request_b, methods=["POST"]), Route("/show", show, methods=["POST"])]
+    app = make_app([*BASIC_ROUTES, *routes], store=store)
+    cookie, _ = await asgi(app, "/update_session", body=json.dumps({"a": 1, "cart": ["x"]}).encode())
+    assert cookie is not None
+    await asgi(app, "/peek", cookie)
+    assert len(store._decoded) == 1
+
+    b = asyncio.get_running_loop().create_task(asgi(app, "/b", cookie))
+    await b_loaded.wait()
+    await asgi(app, "/a", cookie)
+    a_finished.set()
+    await b
+    await asyncio.gather(*tasks)
+
+    assert json.loads((await asgi(app, "/show", cookie))[1]) == {"a": 1, "cart": ["x"]}
+    for text, values, _ in store._decoded._entries.values():
+        assert dict(values) == decode_all(text)
+    await store.aclose()

@@ -38,8 +38,10 @@ class DecodedCache:
         if entry is None or entry[0] != data:
             return None
         with self._lock:
-            if self._entries.pop(key, None) is entry:  # still there: now the most recently used
-                self._entries[key] = entry
+            entries = self._entries
+            if entries.get(key) is entry:  # not replaced since (by another thread): now the most recently used
+                del entries[key]
+                entries[key] = entry
         return entry[1]
 
     def put(self, key: str, data: Mapping[str, str], values: Callable[[], Mapping[str, Any] | None]) -> None:
@@ -55,7 +57,7 @@ class DecodedCache:
             if decoded is None:
                 return
             entries = self._entries
-            while self._bytes + size > self.max_bytes:
+            while entries and self._bytes + size > self.max_bytes:
                 self._bytes -= entries.pop(next(iter(entries)))[2]
             entries[key] = (data, decoded, size)
             self._bytes += size

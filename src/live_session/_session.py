@@ -237,10 +237,11 @@ class Session(dict[str, Any]):
     def _unchanged_values(self, loaded: Mapping[str, Any], stored: Mapping[str, str]) -> dict[str, Any] | None:
         """``stored`` (the session's data after this request) decoded, if this session holds every value untouched.
 
-        ``loaded`` holds the values this session was built from (decoded from ``_baseline``). A
-        string, number, bool or None counts if it encodes to the stored text (the app may have set
-        it again after the commit, in a background task: that write was never stored). A list or
-        dict counts only if the app never got hold of it (read, set, popped): it may still change it.
+        ``loaded`` holds the values this session was built from (decoded from ``_baseline``, or
+        shared from the loaded record). A string, number, bool or None counts if it encodes to the
+        stored text (the app may have set it again after the commit, in a background task: that
+        write was never stored). A list or dict counts only if the app never got hold of it (read,
+        set, popped): it may still change it. The session must hold no key that ``stored`` lacks.
         """
         if self._read_all or self._reseeded:
             return None
@@ -256,6 +257,8 @@ class Session(dict[str, Any]):
             elif key in read or key in touched or value is not loaded.get(key) or baseline.get(key) != text:
                 return None
             values[key] = value
+        if dict.__len__(self) != len(values):
+            return None  # it holds a key the stored session no longer has (deleted by a live write, say)
         # Code that still holds this session (a task the app left running) gets copies from now on:
         # every list or dict in values came from loaded, whose text is the stored one.
         self._shared = values
