@@ -4,10 +4,11 @@ Run: .venv/bin/python benchmarks/instructions.py [--requests 1000] [--no-redis] 
 
 Needs valgrind (Debian: apt-get install -y valgrind). On 2 shared cores the timed ratios of
 inprocess_requests.py move by 10 % from run to run; an instruction count hardly moves (hash
-randomisation is off; two runs of the same code agree to 0.2 %), so it shows whether a change
-made a request cheaper, and by how much, when the timed figures cannot. It is a proxy, not the
-target itself: time is not only instructions (cache misses, branch mispredictions, how much of
-the work runs in C), and its ratios differ from the timed ones by up to about 15 %, either way.
+randomisation is off; two runs of the same code agree to 0.2 %, to 2 % with Redis), so it shows
+whether a change made a request cheaper, and by how much, when the timed figures cannot. It is a
+proxy, not the target itself: time is not only instructions (cache misses, branch mispredictions,
+how much of the work runs in C), and its ratios differ from the timed ones by up to about 15 %,
+either way.
 
 The app and configurations are those of inprocess_requests.py; for Redis, only the app's own
 instructions count (the client side: what a busy server spends per request), not the wait for
@@ -129,9 +130,11 @@ def run(*, requests: int = REQUESTS, with_redis: bool = True, only: list[str] | 
     _, goals = request_report({name: 1 / value for name, value in instructions.items()}, "instructions")
     goal_rows = [(goal.what.removeprefix("instructions: "), goal.goal, goal.measured) for goal in goals]
     markdown = (
+        "Needs valgrind (Debian: `apt-get install -y valgrind`). "
         f"The in-process app of the section above, every configuration, {requests:,} requests per case after "
         f"{WARM_UP} to warm up, counted by callgrind (valgrind) in one run with hash randomisation off: two runs "
-        "of the same code on the same Python agree to 0.2 %. Each row is compared with live-session's row of "
+        "of the same code on the same Python agree to 0.2 % (the Redis rows to about 2 %: how often the event "
+        "loop polls before a reply arrives depends on timing). Each row is compared with live-session's row of "
         "the same store and route (a bare route, `none` or `floor`, with its read). For Redis, only the app's "
         "own instructions count (the client side; waiting for Redis costs none): what a busy server spends "
         "per request.\n\n"
