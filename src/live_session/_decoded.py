@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._values import encoded_size
+
 __all__ = ["DecodedCache"]
 
 
@@ -46,7 +48,7 @@ class DecodedCache:
 
     def put(self, key: str, data: Mapping[str, str], values: Callable[[], Mapping[str, Any] | None]) -> None:
         """Hold ``values()`` (``data`` decoded, or None) for ``key``, if they fit; called only then."""
-        size = 1 + sum(len(name.encode("utf-8")) + len(text) + 4 for name, text in data.items())
+        size = encoded_size(data)
         if size > self.max_bytes:
             return
         with self._lock:

@@ -95,12 +95,13 @@ class MemoryStore(Store):
     new sessions cannot exhaust memory. Sessions are filed by expiry time in buckets
     ``clean_interval`` wide, so a sweep costs in proportion to what expires,
     not to what is stored (a session in use stays where it was filed until a
-    sweep reaches it and files it again: once per idle timeout). The decoded values of sessions in use are kept for
-    the next requests (see ``keep_decoded``), up to ``decoded_cache_size``
-    bytes of those sessions' JSON (0: none; decoded, sessions of small dicts
-    take about ten times that), so a request decodes nothing the app does not
-    read; a session not loaded between two sweeps gives its room back. It is
-    safe to share between threads and event loops::
+    sweep reaches it and files it again: once per idle timeout). The decoded
+    values of sessions in use are kept for the next requests (see
+    ``keep_decoded``), up to ``decoded_cache_size`` bytes of those sessions'
+    JSON (0: none; decoded, sessions of small dicts take about ten times that),
+    so a request decodes nothing the app does not read; a session not loaded
+    between two sweeps gives its room back. It is safe to share between
+    threads and event loops::
 
         store = MemoryStore(clean_interval=30)
         app = Starlette(middleware=[Middleware(LiveSessionMiddleware, secret_key=KEY, store=store)])
