@@ -441,7 +441,7 @@ class MemoryStore(Store):
                         record = self._recount(key, entry)
                 elif old_values is not None:
                     self._uncache(key)
-            self._extend(key, entry, now, ttl)
+                self._extend(key, entry, now, ttl)  # a new entry got its expiry above, when it was filed
             if self._hub.has_subscribers(key):
                 self._hub.publish(key, SessionUpdate(entry.version, "updated", data, frozenset(changed), gone))
             return record
